@@ -1,0 +1,127 @@
+"""One loader for every model: hub ids, local HF directories, and models shipped with tslens.
+
+``load_model("gpt2")`` boots a hub model, ``load_model("/path/to/dir")`` a local checkpoint, and
+``load_model("gpt2-small-random")`` a named model that tslens ships or builds itself. Every path
+ends in ``TransformerBridge.boot_transformers`` (TransformerLens 4), so hooks and hook names are
+the same whatever the source.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from tslens.errors import TslensError, close_names
+from tslens.fixture import FIXTURE_NAME, build_gpt2_small_fixture
+
+PACKAGED_MODELS = Path(__file__).parent / "models"
+
+# Named models: name -> function returning a local HF directory.
+SHIPPED_MODELS: dict[str, Callable[[], Path]] = {FIXTURE_NAME: build_gpt2_small_fixture}
+DEFAULT_MODEL = FIXTURE_NAME
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def shipped_model_names() -> list[str]:
+    """Names accepted by :func:`load_model` besides paths and hub ids."""
+    packaged = [p.name for p in PACKAGED_MODELS.glob("*") if (p / "config.json").exists()]
+    return sorted(set(SHIPPED_MODELS) | set(packaged))
+
+
+def _looks_like_path(spec: str) -> bool:
+    # Hub ids are "name" or "owner/name"; anything else with a slash is meant as a directory.
+    return spec.startswith((".", "/", "~")) or spec.count("/") > 1
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host or "huggingface.co", 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def resolve_model(spec: str | None) -> tuple[str, bool]:
+    """Map a ``--model`` value to ``(path_or_hub_id, is_local)``; raise on a missing directory."""
+    spec = spec or DEFAULT_MODEL
+    if spec in SHIPPED_MODELS:
+        return str(SHIPPED_MODELS[spec]()), True
+    if (PACKAGED_MODELS / spec / "config.json").exists():
+        return str(PACKAGED_MODELS / spec), True
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise TslensError(f"model directory {spec} has no config.json (not an HF checkpoint)")
+        return str(path), True
+    if _looks_like_path(spec):
+        raise TslensError(
+            f"model directory {spec} does not exist; pass an existing local HF checkpoint "
+            f"directory, a hub id, or one of: {', '.join(shipped_model_names())}"
+            + close_names(spec, shipped_model_names())
+        )
+    return spec, False
+
+
+def load_model(
+    spec: str | None = None,
+    device: str | None = None,
+    dtype: str | torch.dtype = "float32",
+    device_map: str | dict[str, str | int] | None = None,
+    trust_remote_code: bool = False,
+):
+    """Boot a model as a TransformerLens 4 ``TransformerBridge`` in eval mode.
+
+    Args:
+        spec: a hub id (``gpt2``, ``Qwen/Qwen1.5-0.5B``), a local HF checkpoint directory, or a
+            shipped model name (:func:`shipped_model_names`); ``None`` means :data:`DEFAULT_MODEL`.
+        device: ``cpu``, ``cuda``, ``cuda:1``...; default CPU unless CUDA is available.
+        dtype: ``float32`` (default), ``bfloat16`` or ``float16``, or a torch dtype.
+        device_map: multi-GPU placement as ``boot_transformers`` accepts it (excludes ``device``).
+        trust_remote_code: only if you trust the checkpoint's code (off by default).
+
+    Returns:
+        The bridge, with ``bridge.tslens_name`` set to the spec it was loaded from.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    target, local = resolve_model(spec)
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise TslensError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+        dtype = DTYPES[dtype]
+    if not local and not _in_hub_cache(target):
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+            raise TslensError(
+                f"cannot reach the Hugging Face hub to download {target!r} (offline?); "
+                "download it on a connected machine and pass its local directory: --model /path/to/dir"
+            )
+    if local:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local directory never needs the network
+    if device is None and device_map is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        bridge = TransformerBridge.boot_transformers(
+            target,
+            device=device,
+            dtype=dtype,
+            device_map=device_map,
+            trust_remote_code=trust_remote_code,
+        )
+    except OSError as err:  # hub errors, missing files in a directory
+        raise TslensError(f"could not load model {target!r}: {str(err).splitlines()[0]}") from err
+    bridge.eval()
+    bridge.tslens_name = spec or DEFAULT_MODEL
+    return bridge
