@@ -15,13 +15,14 @@ from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[1] / "tslens" / "data"
 
-# countryinfo reports the UN region; the paper's "continent" task splits the Americas.
-AMERICAS_SOUTH = {"South America"}
+# countryinfo reports the UN region ("Americas"); the paper's "continent" task splits it. The
+# UN M49 "South America" sub-region, by ISO 3166 alpha-2 code:
+SOUTH_AMERICA = set("AR BO BR CL CO EC FK GF GY PY PE SR UY VE".split())
 
 
-def continent(region: str, subregion: str | None) -> str | None:
+def continent(region: str, iso2: str) -> str | None:
     if region == "Americas":
-        return "South America" if subregion in AMERICAS_SOUTH else "North America"
+        return "South America" if iso2 in SOUTH_AMERICA else "North America"
     if region in {"Africa", "Asia", "Europe", "Oceania"}:
         return region
     return None
@@ -32,14 +33,14 @@ def build_countries() -> list[dict[str, str]]:
     from countryinfo import CountryInfo
 
     rows = []
-    for key, info in sorted(CountryInfo.all().items()):
+    for _, info in sorted(CountryInfo.all().items()):
         name, capital = info.get("name"), info.get("capital")
         if isinstance(capital, list):  # a few entries list several; the first is the seat
             capital = capital[0] if capital else None
-        cont = continent(info.get("region") or "", info.get("subregion"))
+        cont = continent(info.get("region") or "", (info.get("ISO") or {}).get("alpha2", ""))
         codes = info.get("currencies") or []
         currency = pycountry.currencies.get(alpha_3=codes[0]) if codes else None
-        if not (name and capital and cont and currency and name.isascii() and capital.isascii()):
+        if not (name and capital and cont and currency):
             continue
         rows.append(
             {"country": name, "capital": capital, "continent": cont, "currency": currency.name}
@@ -58,7 +59,7 @@ def build_words(n: int = 600) -> list[dict[str, str]]:
 
 
 def write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=True) + "\n" for r in rows))
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     print(f"wrote {len(rows)} rows to {path}")
 
 

@@ -106,12 +106,16 @@ def load_model(
         if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
             raise TslensError(
                 f"cannot reach the Hugging Face hub to download {target!r} (offline?); "
-                "download it on a connected machine and pass its local directory: --model /path/to/dir"
+                "download it on a connected machine and pass its local directory: "
+                "--model /path/to/dir"
             )
     if local:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local directory never needs the network
     if device is None and device_map is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # keep stderr for our one-line errors and own progress
     try:
         bridge = TransformerBridge.boot_transformers(
             target,

@@ -44,23 +44,26 @@ def answer_token_ids(
     answers: Sequence[Sequence[str]],
     prompt_ids: Sequence[list[int]],
     labels: Sequence[str] | None = None,
-) -> list[list[list[int]]]:
+    boundary: str = "raise",
+) -> list[list[list[int] | None]]:
     """Token ids of every answer in context: ``tokens(prompt+answer)[len(tokens(prompt)):]``.
 
     Args:
         labels: a name per answer slot (e.g. the task names) used in error messages.
-
-    Raises:
-        TokenBoundaryError: when an answer is empty or merges with the end of its prompt.
+        boundary: what to do with an answer that is empty or merges with the end of its
+            prompt: ``"raise"`` :class:`TokenBoundaryError`, or ``"drop"`` it (``None`` ids).
     """
     flat = [p + a for p, ans in zip(prompts, answers, strict=True) for a in ans]
-    full_ids = iter(prompt_token_ids(model, flat))
+    full_ids = iter(prompt_token_ids(model, flat) if flat else [])
     out = []
     for prompt, ans, p_ids in zip(prompts, answers, prompt_ids, strict=True):
         row = []
         for k, answer in enumerate(ans):
             ids = next(full_ids)
             if ids[: len(p_ids)] != p_ids or len(ids) == len(p_ids):
+                if boundary == "drop":
+                    row.append(None)
+                    continue
                 who = f"task {labels[k]}" if labels else f"answer {k}"
                 raise TokenBoundaryError(
                     f"{who}: answer {answer!r} merges with the prompt's end {prompt[-12:]!r} into "
@@ -143,6 +146,12 @@ def _pad_right(seqs: Sequence[list[int]], pad_id: int) -> tuple[Tensor, Bool[Ten
     return ids, valid
 
 
+def default_batch_size(model) -> int:
+    """Prompts per forward when the caller does not say: measured best on 2 CPU cores is 2
+    (bigger batches lose cache locality); accelerators want wide batches."""
+    return 2 if str(model.cfg.device).startswith("cpu") else 32
+
+
 def _pad_id(model) -> int:
     tok = model.tokenizer
     return next(i for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None)
@@ -151,7 +160,7 @@ def _pad_id(model) -> int:
 def _check_context(model, prompt_ids: Sequence[list[int]], answer_ids) -> None:
     n_ctx = model.cfg.n_ctx
     longest = max(
-        len(p) + max((len(a) for a in ans), default=0)
+        len(p) + max((len(a) for a in ans if a is not None), default=0)
         for p, ans in zip(prompt_ids, answer_ids, strict=True)
     )
     if n_ctx and longest > n_ctx:
@@ -161,72 +170,145 @@ def _check_context(model, prompt_ids: Sequence[list[int]], answer_ids) -> None:
         )
 
 
+@dataclass
+class PackedBatch:
+    """Prompts with all their answers packed behind them in one row each.
+
+    Row ``b`` holds the left-padded prompt (width ``prompt_width``), then, for every answer,
+    the answer's tokens but the last (the inputs that predict tokens 2..n). The additive 4D
+    ``mask`` lets each answer segment see its prompt and its own earlier tokens only, and its
+    ``positions`` restart right after the prompt, so every answer is scored exactly as if it
+    were the only continuation. ``reads`` index the kept logits: for every token of every
+    answer, ``(row, kept_position, token, slot)``.
+    """
+
+    ids: Int[Tensor, "batch pos"]
+    mask: Float[Tensor, "batch 1 pos pos"]
+    positions: Int[Tensor, "batch pos"]
+    n_keep: int
+    reads: Int[Tensor, "read 4"]
+
+
+def pack_answers(
+    prompt_ids: Sequence[list[int]],
+    answer_ids: Sequence[Sequence[list[int] | None]],
+    pad_id: int,
+    dtype: torch.dtype = torch.float32,
+) -> PackedBatch:
+    """Lay out prompts and answers for one forward pass (see :class:`PackedBatch`)."""
+    width = max(len(p) for p in prompt_ids)
+    segments = [sum(len(a) - 1 for a in ans if a is not None) for ans in answer_ids]
+    total = width + max(segments)
+    ids = torch.full((len(prompt_ids), total), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(prompt_ids), total), dtype=torch.long)
+    allow = torch.zeros((len(prompt_ids), total, total), dtype=torch.bool)
+    reads = []
+    first = width - 1  # logits are kept from the prompt's last position on
+    for b, (p_ids, ans) in enumerate(zip(prompt_ids, answer_ids, strict=True)):
+        n, start = len(p_ids), width - len(p_ids)
+        ids[b, start:width] = torch.tensor(p_ids)
+        positions[b, start:width] = torch.arange(n)
+        allow[b, start:width, start:width] = torch.ones(n, n, dtype=torch.bool).tril()
+        offset = width
+        for k, a_ids in enumerate(ans):
+            if a_ids is None:
+                continue
+            m = len(a_ids) - 1
+            ids[b, offset : offset + m] = torch.tensor(a_ids[:-1], dtype=torch.long)
+            positions[b, offset : offset + m] = n + torch.arange(m)
+            allow[b, offset : offset + m, start:width] = True
+            allow[b, offset : offset + m, offset : offset + m] = torch.ones(m, m).tril().bool()
+            # token 0 is predicted at the prompt's last position, token j at segment slot j-1
+            sources = [width - 1, *range(offset, offset + m)]
+            reads += [(b, src - first, tok, k) for src, tok in zip(sources, a_ids, strict=True)]
+            offset += m
+    idle = ~allow.any(-1)  # padding queries attend to themselves (their outputs are unused)
+    allow |= torch.eye(total, dtype=torch.bool) & idle[..., None]
+    mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min)
+    return PackedBatch(ids, mask[:, None], positions, total - first, torch.tensor(reads))
+
+
 @torch.inference_mode()
 def answer_logprobs(
     model,
     prompts: Sequence[str],
     answers: Sequence[Sequence[str]],
-    batch_size: int = 8,
+    batch_size: int | None = None,
     labels: Sequence[str] | None = None,
     progress: bool = False,
+    boundary: str = "raise",
 ) -> Float[Tensor, "prompt k"]:
     """log P(answer | prompt) for every answer of every prompt (float64, on the CPU).
+
+    One forward pass per batch of prompts scores all their answers: the answers are packed
+    behind their prompt with a block attention mask (:func:`pack_answers`), so the prompt is
+    computed once and no KV cache is copied per answer. Prompts are batched by length.
 
     Args:
         model: a ``TransformerBridge`` (see :func:`tslens.models.load_model`).
         prompts: the texts to score, each ending right before its answers.
         answers: per prompt, its candidate answers (prompts may have different counts).
-        batch_size: prompts per forward; each carries all its answers in the continuation.
+        batch_size: prompts per forward pass (default: :func:`default_batch_size`).
         labels: a name per answer position for error messages (e.g. task names).
         progress: show a progress bar over batches.
+        boundary: ``"raise"`` on an answer that merges with its prompt's end, or ``"drop"``
+            it (scored ``-inf``; used for beam-search candidates).
 
     Returns:
         ``[prompt, k]`` log-probabilities with ``k`` the most answers of any prompt; missing
-        entries (ragged input) are ``-inf``.
+        or dropped entries are ``-inf``.
     """
     prompt_ids = prompt_token_ids(model, prompts)
-    answer_ids = answer_token_ids(model, prompts, answers, prompt_ids, labels)
+    answer_ids = answer_token_ids(model, prompts, answers, prompt_ids, labels, boundary)
     _check_context(model, prompt_ids, answer_ids)
-    k_max = max(len(a) for a in answers)
-    out = torch.full((len(prompts), k_max), float("-inf"), dtype=torch.float64)
+    out = torch.full(
+        (len(prompts), max((len(a) for a in answers), default=0)),
+        float("-inf"),
+        dtype=torch.float64,
+    )
+    batch_size = batch_size or default_batch_size(model)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))  # less padding
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     device, pad = model.cfg.device, _pad_id(model)
-    starts = range(0, len(prompts), batch_size)
-    for start in tqdm(starts, desc="scoring", disable=not progress, leave=False):
-        stop = min(start + batch_size, len(prompts))
-        batch = left_pad(prompt_ids[start:stop], pad, device)
-        first, cache = forward_prefix(model, batch)
-        owners = [i for i in range(stop - start) for _ in answer_ids[start + i]]
-        flat = [a for ans in answer_ids[start:stop] for a in ans]
-        if not flat:
+    for chunk in tqdm(chunks, desc="scoring", disable=not progress, leave=False):
+        if not any(a is not None for i in chunk for a in answer_ids[i]):
             continue
-        rows = torch.tensor(owners, device=device)
-        tokens, valid = _pad_right(flat, pad)
-        tokens, valid = tokens.to(device), valid.to(device)
-        token_lp = torch.zeros(tokens.shape, dtype=torch.float32, device=device)
-        token_lp[:, 0] = first[rows, tokens[:, 0]]
-        if tokens.shape[1] > 1:
-            cache.batch_select_indices(rows)  # one cache row per answer, shared prefix reused
-            rest = forward_continuation(model, cache, batch, rows, tokens[:, :-1])
-            token_lp[:, 1:] = rest.gather(-1, tokens[:, 1:, None]).squeeze(-1)
-        totals = (token_lp.double() * valid).sum(-1).cpu()
-        cols = [k for i in range(stop - start) for k in range(len(answer_ids[start + i]))]
-        out[torch.tensor(owners) + start, torch.tensor(cols)] = totals
+        packed = pack_answers([prompt_ids[i] for i in chunk], [answer_ids[i] for i in chunk], pad)
+        logits = model(
+            packed.ids.to(device),
+            attention_mask=packed.mask.to(device),
+            position_ids=packed.positions.to(device),
+            logits_to_keep=packed.n_keep,
+        )
+        row, pos, tok, slot = packed.reads.to(device).unbind(-1)
+        token_lp = torch.log_softmax(logits[row, pos].float(), dim=-1).gather(-1, tok[:, None])
+        sums = torch.zeros(len(chunk), out.shape[1], dtype=torch.float64, device=device)
+        sums.index_put_((row, slot), token_lp[:, 0].double(), accumulate=True)
+        scored = torch.zeros_like(sums, dtype=torch.bool).index_put_(
+            (row, slot), torch.tensor(True)
+        )
+        rows = torch.tensor(chunk)
+        out[rows] = torch.where(scored, sums, out[rows].to(device)).cpu()
     return out
 
 
 @torch.inference_mode()
 def answer_logprobs_naive(
-    model, prompts: Sequence[str], answers: Sequence[Sequence[str]]
+    model, prompts: Sequence[str], answers: Sequence[Sequence[str]], boundary: str = "raise"
 ) -> Float[Tensor, "prompt k"]:
     """Reference implementation: one plain forward of prompt+answer per answer, no batching,
-    no cache. Same output layout as :func:`answer_logprobs`."""
+    no cache. Same arguments and output layout as :func:`answer_logprobs`."""
     prompt_ids = prompt_token_ids(model, prompts)
-    answer_ids = answer_token_ids(model, prompts, answers, prompt_ids)
+    answer_ids = answer_token_ids(model, prompts, answers, prompt_ids, boundary=boundary)
     out = torch.full(
-        (len(prompts), max(len(a) for a in answers)), float("-inf"), dtype=torch.float64
+        (len(prompts), max((len(a) for a in answers), default=0)),
+        float("-inf"),
+        dtype=torch.float64,
     )
     for i, (p_ids, ans) in enumerate(zip(prompt_ids, answer_ids, strict=True)):
         for k, a_ids in enumerate(ans):
+            if a_ids is None:
+                continue
             ids = torch.tensor([p_ids + a_ids], device=model.cfg.device)
             logits = model(ids)[0, len(p_ids) - 1 : -1].float()
             lp = torch.log_softmax(logits, dim=-1).gather(-1, torch.tensor(a_ids)[:, None])

@@ -112,15 +112,16 @@ def get_task(name: str) -> Task:
     )
 
 
-def resolve_tasks(names: str | Sequence[str]) -> list[Task]:
-    """Parse ``"a,b,c"`` (or a list) into tasks that can share one mixture prompt."""
+def resolve_tasks(names: str | Sequence[str | Task]) -> list[Task]:
+    """Parse ``"a,b,c"`` (or a list of names / tasks) into tasks that can share one mixture
+    prompt; raise :class:`TslensError` for unknown, repeated or cross-family tasks."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     if not names:
         raise TslensError("no tasks given; pass e.g. --tasks capital,continent")
-    tasks = [get_task(n) for n in names]
+    tasks = [get_task(n) if isinstance(n, str) else n for n in names]
     if len({t.name for t in tasks}) != len(tasks):
-        raise TslensError(f"a task is listed twice in {','.join(names)}")
+        raise TslensError(f"a task is listed twice in {','.join(t.name for t in tasks)}")
     families = {t.family.name for t in tasks}
     if len(families) > 1:
         detail = ", ".join(f"{t.name}: {t.family.name}" for t in tasks)

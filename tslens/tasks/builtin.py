@@ -13,6 +13,7 @@ import numpy as np
 from num2words import num2words
 
 from tslens.tasks.base import Family, Task, register_task
+from tslens.tasks.files import load_rows
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -20,11 +21,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 @cache
 def load_table(name: str) -> tuple[dict[str, str], ...]:
     """Rows of the shipped table ``tslens/data/{name}.jsonl``."""
-    import datasets
-
-    datasets.disable_progress_bars()
-    dataset = datasets.load_dataset("json", data_files=str(DATA / f"{name}.jsonl"), split="train")
-    return tuple(dataset.to_list())
+    return tuple(load_rows(DATA / f"{name}.jsonl").to_list())
 
 
 @cache

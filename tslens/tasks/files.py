@@ -22,19 +22,23 @@ def is_task_file(name: str) -> bool:
     return Path(name).suffix.lower() in SUFFIXES
 
 
-@cache
-def load_task_file(path: str) -> Task:
-    """Read a task file into a :class:`Task`; raise :class:`TslensError` if unusable."""
+def load_rows(file: Path):
+    """A JSON/JSONL/CSV file as a ``datasets.Dataset``, quietly (no progress bars or logs)."""
     import datasets
 
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    return datasets.load_dataset(SUFFIXES[file.suffix.lower()], data_files=str(file), split="train")
+
+
+@cache
+def load_task_file(path: str) -> Task:
+    """Read a task file into a :class:`Task`; raise :class:`TslensError` if unusable."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise TslensError(f"task file {path} does not exist")
     try:
-        rows = datasets.load_dataset(
-            SUFFIXES[file.suffix.lower()], data_files=str(file), split="train"
-        )
+        rows = load_rows(file)
     except Exception as err:  # datasets raises many types for malformed files
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise TslensError(f"task file {path} is malformed: {first[:200]}") from err

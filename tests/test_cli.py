@@ -1,0 +1,152 @@
+"""`tslens` end to end, and the one-line, exit-status-2 error convention."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tslens.cli import main
+
+
+def test_probs_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(
+        [
+            "probs",
+            "--tasks",
+            "capital,continent,upper",
+            "--n-prompts",
+            "3",
+            "--n-examples",
+            "6",
+            "--seed",
+            "1",
+            "--weights",
+            "1/2,1/4,1/4",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    data = json.loads((out / "probs.json").read_text())
+    for key in (
+        "tasks",
+        "weights",
+        "model",
+        "n_prompts",
+        "mean_probs",
+        "other",
+        "kl",
+        "per_prompt",
+    ):
+        assert key in data
+    assert data["tasks"] == ["capital", "continent", "upper"] and data["n_prompts"] == 3
+    assert data["weights"] == [0.5, 0.25, 0.25]
+    row = data["per_prompt"][0]
+    assert row["prompt"].endswith("->") and len(row["answers"]) == len(row["probs"]) == 3
+    assert abs(sum(data["mean_probs"]) + data["other"] - 1) < 1e-9
+    page = (out / "probs.html").read_text()
+    assert "Plotly.newPlot" in page and "<script src=" not in page  # plotly.js inlined
+    assert not list(out.glob(".*.tmp"))  # no temp files left behind
+    assert "KL(in-context || model)" in capsys.readouterr().out
+
+
+def test_same_seed_same_numbers(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        main(
+            [
+                "probs",
+                "--tasks",
+                "plus2,plus5",
+                "--n-prompts",
+                "2",
+                "--n-examples",
+                "5",
+                "--no-solved",
+                "--out",
+                str(tmp_path / name),
+            ]
+        )
+        runs.append(json.loads((tmp_path / name / "probs.json").read_text()))
+    assert runs[0] == runs[1]
+
+
+def test_user_task_file_in_cli(tmp_path):
+    task = tmp_path / "double.csv"
+    task.write_text(
+        "input,output,family\n" + "".join(f"{d},{2 * d % 10},digit\n" for d in range(10))
+    )
+    assert (
+        main(
+            [
+                "probs",
+                "--tasks",
+                f"plus1,{task}",
+                "--n-prompts",
+                "2",
+                "--n-examples",
+                "4",
+                "--no-solved",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 0
+    )
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--tasks", "captal,continent"], "unknown task 'captal'.*did you mean: capital"),
+        (["--tasks", "capital,continent", "--weights", "0.5,0.6"], "sum to 1"),
+        (["--tasks", "capital,continent", "--weights", "1/3,1/3,1/3"], "3 weights for 2 tasks"),
+        (["--tasks", "capital,continent", "--n-examples", "0"], "n-examples must be >= 1"),
+        (["--tasks", "add,add_digits"], "same answer for every query"),
+        (["--tasks", "capital,first_letter"], "share an input family"),
+        (
+            ["--tasks", "capital,upper", "--n-examples", "400", "--n-prompts", "1"],
+            "longer than the model's context",
+        ),
+        (["--tasks", "capital,upper", "--model", "./missing/model"], "does not exist"),
+        (
+            ["--tasks", "capital,upper", "--model", "someone/not-cached-model"],
+            "cannot reach the Hugging Face hub",
+        ),
+        (["--tasks", "capital,upper", "--template", "{x}"], "must contain"),
+        (["--tasks", "capital", "--n-prompts", "0"], "must be >= 1"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    import re
+
+    assert main(["probs", *args, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
+    assert not (tmp_path / "o" / "probs.json").exists()
+
+
+@pytest.mark.parametrize("content", ["", "input,output\n", "{broken"])
+def test_empty_or_malformed_task_file(tmp_path, capsys, content):
+    bad = tmp_path / ("bad.csv" if content.startswith("input") or not content else "bad.json")
+    bad.write_text(content)
+    assert main(["probs", "--tasks", f"capital,{bad}", "--out", str(tmp_path / "o")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_console_script_error_has_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "tslens.cli", "probs", "--tasks", "nope", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("tslens: error: unknown task") and "Traceback" not in proc.stderr
+    tasks = subprocess.run(
+        [sys.executable, "-m", "tslens.cli", "tasks"], capture_output=True, text=True
+    )
+    assert tasks.returncode == 0 and "capital" in tasks.stdout and "ret7" in tasks.stdout

@@ -1,0 +1,41 @@
+"""Beam search over complete answers, checked against exhaustive enumeration on a tiny vocab."""
+
+import itertools
+
+import torch
+
+from tslens.analyses.mixture import tasks_solved
+from tslens.complete import beam_complete_answers
+from tslens.scoring import answer_logprobs
+
+
+def _exhaustive(model, prompt, alphabet, max_len):
+    """Every answer of 1..max_len-1 alphabet characters followed by a newline, with its log-prob."""
+    cands = ["".join(t) for n in range(1, max_len) for t in itertools.product(alphabet, repeat=n)]
+    lp = answer_logprobs(model, [prompt], [[c + "\n" for c in cands]])[0]
+    return {c: v.item() for c, v in zip(cands, lp, strict=True)}
+
+
+def test_beam_finds_the_best_complete_answers(tiny_char):
+    # A beam as wide as the vocabulary is exhaustive: with max_new_tokens=2 it sees every answer
+    # of one character + newline, ranked by P(answer + newline), as enumeration does.
+    vocab = [c for c in tiny_char.tokenizer.get_vocab() if len(c) == 1 and c != "\n"]
+    prompt = "3>5\n4>"
+    scores = _exhaustive(tiny_char, prompt, vocab, max_len=2)
+    found = beam_complete_answers(tiny_char, [prompt], width=len(vocab), max_new_tokens=2)[0]
+    assert found[:10] == sorted(scores, key=scores.get, reverse=True)[:10]
+    # A narrow beam returns complete answers in the order of their probability.
+    narrow = beam_complete_answers(tiny_char, [prompt], width=4, max_new_tokens=6)[0]
+    lp = answer_logprobs(tiny_char, [prompt], [[a + "\n" for a in narrow]])[0]
+    assert 0 < len(narrow) <= 4 and torch.all(lp[:-1] >= lp[1:] - 1e-6)
+
+
+def test_tasks_solved_matches_definition(tiny_char):
+    prompt = "1>2\n3>"
+    answers = [["4", "9"]]
+    lp = answer_logprobs(tiny_char, [prompt], answers)
+    solved = tasks_solved(tiny_char, [prompt], answers, lp, width=20)
+    cands = beam_complete_answers(tiny_char, [prompt], width=20, max_new_tokens=8)[0]
+    everything = answer_logprobs(tiny_char, [prompt], [sorted(set(cands) | {"4", "9"})])[0]
+    kth = everything.topk(2).values[-1]
+    assert torch.equal(solved[0], lp[0] >= kth)

@@ -1,0 +1,79 @@
+"""Character-level vocabulary and small Llama-style decoders for the from-scratch study.
+
+The tokenizer is a plain ``tokenizers`` WordLevel model that splits text into single
+characters, saved as ``tokenizer.json`` so that ``AutoTokenizer`` and TransformerLens load it
+with no custom code. Sequences start with ``<bos>`` (training and every analysis agree).
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+
+CHARS = string.ascii_lowercase + string.ascii_uppercase + string.digits + string.punctuation + " \n"
+SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>"]
+
+
+def char_tokenizer():
+    """A fast tokenizer with one token per character of :data:`CHARS` plus special tokens."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIAL + list(CHARS))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    # "." does not match "\n" in the Rust regex engine, so newlines are split first.
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex("\n"), behavior="isolated"),
+            pre_tokenizers.Split(Regex("."), behavior="isolated"),
+        ]
+    )
+    core.decoder = decoders.Fuse()  # join characters back without spaces
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def build_char_model(
+    out_dir: str | os.PathLike[str] | None = None,
+    n_layers: int = 3,
+    d_model: int = 96,
+    n_heads: int = 4,
+    n_ctx: int = 1024,
+    seed: int = 0,
+):
+    """A randomly initialised Llama-style (rotary positions) character-level decoder.
+
+    Returns the HF model and tokenizer; with ``out_dir`` also saves both there as a local HF
+    checkpoint that :func:`tslens.models.load_model` boots.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = char_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=d_model,
+        intermediate_size=4 * d_model,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_heads,
+        max_position_embeddings=n_ctx,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out_dir, safe_serialization=True)
+        tokenizer.save_pretrained(out_dir)
+    return model, tokenizer

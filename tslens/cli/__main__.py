@@ -1,0 +1,5 @@
+import sys
+
+from tslens.cli import main
+
+sys.exit(main())

@@ -1,0 +1,37 @@
+"""Options shared by subcommands and the model loading they imply."""
+
+from __future__ import annotations
+
+import argparse
+
+from tslens.models import DEFAULT_MODEL, DTYPES, load_model
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=f"hub id, local HF directory or shipped model name (default: {DEFAULT_MODEL})",
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="prompts per forward pass (default: auto)"
+    )
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="run the checkpoint's own code"
+    )
+
+
+def model_from_args(args: argparse.Namespace):
+    """Load the model named by ``--model/--device/--dtype`` (see :func:`load_model`)."""
+    return load_model(
+        args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
+    )
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value

@@ -1,0 +1,70 @@
+"""``tslens probs``: each task's answer probability on mixture prompts (paper Fig. 1-2)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tslens.analyses.mixture import measure_mixture
+from tslens.cli.common import add_model_args, model_from_args, positive_int
+from tslens.io import write_json_atomic
+from tslens.prompts import build_mixture_prompts, parse_weights
+from tslens.report.mixture import write_mixture_html
+from tslens.tasks import resolve_tasks
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "probs",
+        help="answer probability of every task on mixture prompts",
+        description="Writes DIR/probs.json and DIR/probs.html.",
+    )
+    parser.add_argument("--tasks", required=True, help="comma-separated task names or files")
+    parser.add_argument("--weights", default=None, help="e.g. 0.5,0.5 or 1/3,2/3 (default even)")
+    parser.add_argument("--n-prompts", type=positive_int, default=100)
+    parser.add_argument("--n-examples", type=int, default=60, help="demonstrations per prompt")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--template", default=None, help="arrow, qa, example, gt, or '{x}->{y}'")
+    parser.add_argument("--sampling", default="exact", choices=["exact", "iid"])
+    parser.add_argument("--no-solved", action="store_true", help="skip the top-K beam search")
+    add_model_args(parser)
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    tasks = resolve_tasks(args.tasks)
+    weights = parse_weights(args.weights, len(tasks))
+    # Validate the prompt settings before spending time on loading the model.
+    build_mixture_prompts(
+        tasks, weights, 1, args.n_examples, args.seed, args.template, args.sampling
+    )
+    model = model_from_args(args)
+    result = measure_mixture(
+        model,
+        tasks,
+        weights,
+        args.n_prompts,
+        args.n_examples,
+        args.seed,
+        args.template,
+        args.sampling,
+        args.batch_size,
+        solved=not args.no_solved,
+        progress=True,
+    )
+    write_json_atomic(args.out / "probs.json", result.to_json())
+    write_mixture_html(result, args.out / "probs.html")
+    summary = result.summary()
+    print(f"{'task':<20} {'weight':>7} {'P(answer)':>10} {'normalised':>10}")
+    for k, name in enumerate(result.tasks):
+        print(
+            f"{name:<20} {weights[k]:>7.3f} {summary['mean_probs'][k]:>10.4f} "
+            f"{summary['normalized'][k]:>10.4f}"
+        )
+    print(f"{'other':<20} {'':>7} {summary['other']:>10.4f}")
+    print(
+        f"KL(in-context || model) = {summary['kl']:.4f} nats;  wrote {args.out}/probs.json, "
+        f"{args.out}/probs.html"
+    )
+    return 0
