@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tslens.cli import probs, tasks
+from tslens.cli import probs, tasks, train
 from tslens.errors import TslensError
 
-SUBCOMMANDS = (tasks, probs)
+SUBCOMMANDS = (tasks, probs, train)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,105 @@
+"""A few steps of a tiny model: data format, schedule, resume after interruption, loading."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import tslens.train as train_module
+from tslens.charlm import char_tokenizer
+from tslens.prompts import build_mixture_prompts
+from tslens.synthetic import synthetic_batch
+from tslens.tasks import resolve_tasks
+from tslens.train import Recipe, learning_rate, train
+
+TINY = dict(
+    tasks=["plus2", "plus5", "ret2", "ret6"],
+    n_demos=4,
+    n_layers=1,
+    d_model=32,
+    n_heads=2,
+    n_ctx=128,
+    steps=6,
+    batch_size=8,
+    warmup=2,
+    checkpoint_every=3,
+)
+
+
+def test_training_sequences_match_the_analysis_prompt_format():
+    tok = char_tokenizer()
+    gen = torch.Generator().manual_seed(0)
+    ids, labels = synthetic_batch(tok, "plus", [2], 1, 4, gen)
+    text = tok.decode(ids[0])
+    prompt = build_mixture_prompts(resolve_tasks("plus2,plus5"), [1.0, 0.0], 1, 4)[0]
+    assert text.startswith("<bos>") and text.count("\n") == prompt.text.count("\n") == 4
+    lines = text.removeprefix("<bos>").split("\n")
+    assert all(len(line) == 3 and line[1] == ">" for line in lines)
+    assert all(int(line[2]) == (int(line[0]) + 2) % 10 for line in lines)
+    answers = [tok.decode([int(i)]) for i in labels[0] if i != -100]
+    assert answers == [line[2] for line in lines]  # loss on answers only
+    ids, labels = synthetic_batch(tok, "ret", [6], 2, 3, gen)
+    for line in tok.decode(ids[1]).removeprefix("<bos>").split("\n"):
+        x, y = line.split(">")
+        assert len(set(x)) == 8 and y == x[6]
+
+
+def test_warmup_stable_decay():
+    r = Recipe(steps=100, lr=1.0, warmup=10, decay_fraction=0.2)
+    assert learning_rate(r, 0) == pytest.approx(0.1) and learning_rate(r, 50) == 1.0
+    assert learning_rate(r, 90) == pytest.approx(0.5) and learning_rate(r, 99) < 0.1
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    recipe = Recipe(**TINY)
+    straight = train(recipe, tmp_path / "a", progress=False)
+    real_make_batch = train_module.make_batch
+
+    def crash_at_step_4(recipe, tokenizer, step):
+        if step == 4:
+            raise KeyboardInterrupt
+        return real_make_batch(recipe, tokenizer, step)
+
+    monkeypatch.setattr(train_module, "make_batch", crash_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, tmp_path / "b", progress=False)
+    assert (tmp_path / "b" / "checkpoint" / "trainer.json").exists()
+    monkeypatch.setattr(train_module, "make_batch", real_make_batch)
+    resumed = train(recipe, tmp_path / "b", progress=False)
+    a, b = load_file(straight / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "b" / "checkpoint").exists()
+
+
+def test_trained_directory_loads_and_scores(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from tslens.analyses.mixture import measure_mixture
+    from tslens.models import load_model
+
+    out = train(Recipe(**{**TINY, "steps": 2}), tmp_path / "m", progress=False)
+    assert AutoModelForCausalLM.from_pretrained(out) is not None
+    assert Recipe.from_toml(out / "recipe.toml") == Recipe(**{**TINY, "steps": 2})
+    model = load_model(str(out), device="cpu")
+    result = measure_mixture(model, "plus2,plus5", n_prompts=3, n_examples=4, solved=False)
+    assert result.probs.shape == (3, 2) and 0 < result.probs.sum(-1).max() < 1
+
+
+def test_train_cli_flags_recipe_and_errors(tmp_path, capsys):
+    from tslens.cli import main
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(Recipe(**{**TINY, "steps": 1}).to_toml())
+    assert (
+        main(["train", "--recipe", str(recipe), "--n-heads", "4", "--out", str(tmp_path / "m")])
+        == 0
+    )
+    assert Recipe.from_toml(tmp_path / "m" / "recipe.toml").n_heads == 4
+    capsys.readouterr()  # the successful run's progress bar
+    for bad, message in [
+        (["--tasks", "plus2,capital"], "not a synthetic task"),
+        (["--d-model", "30", "--n-heads", "4"], "not divisible"),
+        (["--recipe", str(tmp_path / "missing.toml")], "cannot read recipe"),
+    ]:
+        assert main(["train", *bad, "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err

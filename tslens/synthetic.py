@@ -1,0 +1,73 @@
+"""Training batches for the from-scratch study, generated with tensor ops (no per-token loop).
+
+A sequence is ``<bos>``, ``n_demos`` demonstration lines of ONE task, then the query line
+(``x>y`` lines joined by newlines, as ``n_examples`` demonstrations plus a query are in
+:func:`tslens.prompts.build_mixture_prompts`); the loss is on answer tokens only (``labels``
+is -100 elsewhere). Tasks: ``plus{b}`` (digit x -> (x+b) mod 10, lines ``3>5``) and ``ret{i}``
+(8 distinct letters -> the letter at index i, lines ``abcdefgh>c``). This is the ``"gt"``
+template of :data:`tslens.prompts.TEMPLATES` with a BOS token first, so training and every
+analysis agree.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+IGNORE = -100
+
+
+def parse_task(name: str) -> tuple[str, int]:
+    """``"plus3"`` -> ``("plus", 3)``, ``"ret6"`` -> ``("ret", 6)``."""
+    match = re.fullmatch(r"(plus)([0-9])|(ret)([0-7])", name)
+    if not match:
+        raise ValueError(f"not a synthetic task: {name!r} (use plus0..plus9 or ret0..ret7)")
+    kind = match.group(1) or match.group(3)
+    return kind, int(match.group(2) or match.group(4))
+
+
+def _char_ids(tokenizer, chars: str) -> Tensor:
+    vocab = tokenizer.get_vocab()
+    return torch.tensor([vocab[c] for c in chars])
+
+
+def synthetic_batch(
+    tokenizer,
+    kind: str,
+    params: Sequence[int],
+    n_sequences: int,
+    n_demos: int,
+    generator: torch.Generator,
+) -> tuple[Int[Tensor, "seq pos"], Int[Tensor, "seq pos"]]:
+    """``n_sequences`` sequences of one task kind, each with a task parameter drawn from
+    ``params`` (the b of plus-b or the i of ret-i). Returns ``(input_ids, labels)``."""
+    n_lines = n_demos + 1  # the demonstrations, then the query with its answer
+    choice = torch.tensor(list(params))[
+        torch.randint(len(params), (n_sequences, 1), generator=generator)
+    ]
+    if kind == "plus":
+        x = torch.randint(10, (n_sequences, n_lines), generator=generator)
+        x_ids = _char_ids(tokenizer, string.digits)[x][..., None]  # [seq, demo, 1]
+        y_ids = _char_ids(tokenizer, string.digits)[(x + choice) % 10]
+    else:
+        noise = torch.rand(n_sequences, n_lines, 26, generator=generator)
+        letters = noise.argsort(-1)[..., :8]  # 8 distinct letters per line
+        letter_ids = _char_ids(tokenizer, string.ascii_lowercase)
+        x_ids = letter_ids[letters]  # [seq, demo, 8]
+        y_ids = letter_ids[letters.gather(-1, choice[..., None].expand(-1, n_lines, 1))[..., 0]]
+    gt, newline = _char_ids(tokenizer, ">\n")
+    shape = (n_sequences, n_lines, 1)
+    lines = torch.cat(
+        [x_ids, gt.expand(shape), y_ids[..., None], newline.expand(shape)], dim=-1
+    )  # [seq, demo, line]
+    labels = torch.full_like(lines, IGNORE)
+    labels[..., -2] = y_ids
+    bos = torch.full((n_sequences, 1), tokenizer.bos_token_id)
+    flat = lines.flatten(1)[:, :-1]  # the query line has no trailing newline
+    flat_labels = labels.flatten(1)[:, :-1]
+    return torch.cat([bos, flat], 1), torch.cat([torch.full_like(bos, IGNORE), flat_labels], 1)
