@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -134,16 +134,6 @@ def forward_continuation(
     positions = batch.lengths[rows, None] + offset + torch.arange(new, device=rows.device)
     logits = model(tokens, attention_mask=mask, position_ids=positions, past_key_values=cache)
     return torch.log_softmax(logits.float(), dim=-1)
-
-
-def _pad_right(seqs: Sequence[list[int]], pad_id: int) -> tuple[Tensor, Bool[Tensor, "r a"]]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    valid = torch.zeros((len(seqs), width), dtype=torch.bool)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = torch.tensor(seq)
-        valid[row, : len(seq)] = True
-    return ids, valid
 
 
 def default_batch_size(model) -> int:
