@@ -137,7 +137,7 @@ def _draw_query(
 
 def build_mixture_prompts(
     tasks: Sequence[Task],
-    weights: Sequence[float] | None = None,
+    weights: str | Sequence[float] | None = None,
     n_prompts: int = 100,
     n_examples: int = 60,
     seed: int = 0,
@@ -148,7 +148,8 @@ def build_mixture_prompts(
 
     Args:
         tasks: K tasks of one input family (see :func:`tslens.tasks.resolve_tasks`).
-        weights: share of demonstrations per task, on the simplex; default uniform.
+        weights: share of demonstrations per task, on the simplex (numbers or ``"1/3,2/3"``
+            text, see :func:`parse_weights`); default uniform.
         n_prompts: number of prompts.
         n_examples: demonstrations per prompt.
         seed: prompt ``i`` is drawn from ``numpy.random.default_rng([seed, i])``.
@@ -167,9 +168,7 @@ def build_mixture_prompts(
         raise TslensError(f"--n-prompts must be >= 1 (got {n_prompts})")
     if sampling not in ("exact", "iid"):
         raise TslensError(f"sampling must be 'exact' or 'iid' (got {sampling!r})")
-    w = parse_weights(
-        weights if weights is None or isinstance(weights, str) else list(weights), len(tasks)
-    )
+    w = parse_weights(weights, len(tasks))
     tmpl = get_template(template, tasks)
     pool = common_inputs(tasks)
     if pool is not None and len(pool) < 2:
