@@ -31,6 +31,15 @@ def parse_task(name: str) -> tuple[str, int]:
     return kind, int(match.group(2) or match.group(4))
 
 
+INPUT_LENGTH = {"plus": 1, "ret": 8}  # characters of x per task kind
+
+
+def sequence_length(kind: str, n_demos: int) -> int:
+    """Tokens of one training sequence: BOS, then ``n_demos + 1`` lines ``x>y`` joined by
+    newlines."""
+    return 1 + (INPUT_LENGTH[kind] + 3) * (n_demos + 1) - 1
+
+
 def _char_ids(tokenizer, chars: str) -> Tensor:
     vocab = tokenizer.get_vocab()
     return torch.tensor([vocab[c] for c in chars])

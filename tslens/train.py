@@ -11,6 +11,7 @@ of step s is drawn from a generator seeded with ``(seed, s)``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import tomllib
@@ -18,11 +19,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
+from jaxtyping import Int
 from safetensors.torch import load_file, save_file
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from tslens.charlm import build_char_model
-from tslens.synthetic import parse_task, synthetic_batch
+from tslens.io import write_json_atomic
+from tslens.synthetic import IGNORE, parse_task, sequence_length, synthetic_batch
 
 
 @dataclass
@@ -43,6 +47,11 @@ class Recipe:
     weight_decay: float = 0.01
     seed: int = 0
     checkpoint_every: int = 250
+    # The final evaluation (tslens.analyses.evaluation): mixture-curve pairs, prompts per point.
+    eval_pairs: list[list[str]] = field(
+        default_factory=lambda: [["plus2", "plus5"], ["ret2", "ret6"]]
+    )
+    eval_prompts: int = 500
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Recipe:
@@ -68,6 +77,11 @@ class Recipe:
         return groups
 
 
+def max_sequence_length(recipe: Recipe) -> int:
+    """Tokens in the recipe's longest training sequence (BOS + demonstrations + query)."""
+    return max(sequence_length(kind, recipe.n_demos) for kind in recipe.task_groups())
+
+
 def learning_rate(recipe: Recipe, step: int) -> float:
     """Warmup-stable-decay: linear warmup, constant, linear decay to 0 over the last part."""
     decay_start = int(recipe.steps * (1 - recipe.decay_fraction))
@@ -78,28 +92,42 @@ def learning_rate(recipe: Recipe, step: int) -> float:
     return recipe.lr * max(0.0, (recipe.steps - step) / max(1, recipe.steps - decay_start))
 
 
-def make_batch(recipe: Recipe, tokenizer, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch of ``step``: an equal share of sequences per task kind, padded on the right."""
+def make_batch(
+    recipe: Recipe, tokenizer, step: int
+) -> list[tuple[Int[Tensor, "seq pos"], Int[Tensor, "seq pos"]]]:
+    """The batch of ``step``: an equal share of sequences per task kind, one ``(input_ids,
+    labels)`` part per kind. Kinds are kept apart because their lines differ in length
+    (4 vs 11 characters): padding plus-b sequences to retrieval length would waste ~40% of
+    every step."""
     generator = torch.Generator().manual_seed(recipe.seed * 1_000_003 + step)
     groups = recipe.task_groups()
     shares = [recipe.batch_size // len(groups)] * len(groups)
     shares[0] += recipe.batch_size - sum(shares)
-    parts = [
+    return [
         synthetic_batch(tokenizer, kind, params, n, recipe.n_demos, generator)
         for (kind, params), n in zip(groups.items(), shares, strict=True)
+        if n > 0
     ]
-    width = max(ids.shape[1] for ids, _ in parts)
-    pad = tokenizer.pad_token_id
-    ids = torch.cat(
-        [torch.nn.functional.pad(i, (0, width - i.shape[1]), value=pad) for i, _ in parts]
-    )
-    labels = torch.cat(
-        [torch.nn.functional.pad(lab, (0, width - lab.shape[1]), value=-100) for _, lab in parts]
-    )
-    return ids, labels
 
 
-def _save_checkpoint(out: Path, model, optimizer, step: int, losses: list[float]) -> None:
+def batch_loss(model, parts, device: str) -> tuple[Tensor, list[float]]:
+    """Mean cross-entropy over all answer tokens of all parts (one forward per part), and
+    each part's own mean (logged per task kind, since the kinds are learned at different
+    times)."""
+    total = torch.zeros((), device=device)
+    n_answers = sum(int((labels != IGNORE).sum()) for _, labels in parts)
+    per_part = []
+    for ids, labels in parts:
+        logits = model(input_ids=ids.to(device)).logits[:, :-1]
+        part = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), labels[:, 1:].flatten().to(device), reduction="sum"
+        )
+        per_part.append(part.item() / int((labels != IGNORE).sum()))
+        total = total + part
+    return total / n_answers, per_part
+
+
+def _save_checkpoint(out: Path, model, optimizer, log: dict) -> None:
     tmp = out / "checkpoint.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -107,15 +135,15 @@ def _save_checkpoint(out: Path, model, optimizer, step: int, losses: list[float]
     state = optimizer.state_dict()
     tensors = {f"{i}.{name}": t for i, s in state["state"].items() for name, t in s.items()}
     save_file(tensors, tmp / "optimizer.safetensors")
-    (tmp / "trainer.json").write_text(json.dumps({"step": step, "losses": losses}))
+    (tmp / "trainer.json").write_text(json.dumps(log))
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
     tmp.rename(out / "checkpoint")  # the checkpoint appears complete or not at all
 
 
-def _load_checkpoint(out: Path, model, optimizer) -> tuple[int, list[float]]:
+def _load_checkpoint(out: Path, model, optimizer) -> dict | None:
     ckpt = out / "checkpoint"
     if not (ckpt / "trainer.json").exists():
-        return 0, []
+        return None
     model.load_state_dict(load_file(ckpt / "model.safetensors"))
     tensors = load_file(ckpt / "optimizer.safetensors")
     state = optimizer.state_dict()
@@ -123,18 +151,21 @@ def _load_checkpoint(out: Path, model, optimizer) -> tuple[int, list[float]]:
         idx, name = key.split(".", 1)
         state["state"].setdefault(int(idx), {})[name] = tensor
     optimizer.load_state_dict(state)
-    trainer = json.loads((ckpt / "trainer.json").read_text())
-    return trainer["step"], trainer["losses"]
+    return json.loads((ckpt / "trainer.json").read_text())
 
 
 def train(recipe: Recipe, out: str | Path, device: str = "cpu", progress: bool = True) -> Path:
     """Train (or resume) and write a Hugging Face checkpoint directory to ``out``.
 
     Returns ``out``, holding ``config.json``, ``model.safetensors``, tokenizer files,
-    ``recipe.toml`` and ``train_log.json`` (loss per step, wall time, device).
+    ``recipe.toml`` and ``train_log.json`` (loss per step overall and per task kind, wall time
+    summed over resumed sessions, device). A directory whose run already finished with this
+    recipe is returned as it is.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if _finished(out, recipe):
+        return out
     model, tokenizer = build_char_model(
         None, recipe.n_layers, recipe.d_model, recipe.n_heads, recipe.n_ctx, recipe.seed
     )
@@ -142,34 +173,53 @@ def train(recipe: Recipe, out: str | Path, device: str = "cpu", progress: bool =
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=recipe.lr, betas=(0.9, 0.98), weight_decay=recipe.weight_decay
     )
-    start, losses = _load_checkpoint(out, model, optimizer)
-    began = time.perf_counter()
+    kinds = list(recipe.task_groups())
+    log = _load_checkpoint(out, model, optimizer) or {
+        "step": 0,
+        "losses": [],
+        "kind_losses": {kind: [] for kind in kinds},
+        "wall_s": 0.0,
+    }
+    began = time.perf_counter() - log["wall_s"]
+    start = log["step"]
     bar = tqdm(range(start, recipe.steps), initial=start, total=recipe.steps, disable=not progress)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(recipe, step)
-        ids, labels = make_batch(recipe, tokenizer, step)
-        loss = model(input_ids=ids.to(device), labels=labels.to(device)).loss
+        loss, per_kind = batch_loss(model, make_batch(recipe, tokenizer, step), device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        log["losses"].append(round(loss.item(), 5))
+        for kind, value in zip(kinds, per_kind, strict=True):
+            log["kind_losses"][kind].append(round(value, 5))
+        bar.set_postfix({k: f"{v[-1]:.3f}" for k, v in log["kind_losses"].items()})
         if (step + 1) % recipe.checkpoint_every == 0 and step + 1 < recipe.steps:
-            _save_checkpoint(out, model, optimizer, step + 1, losses)
+            log.update(step=step + 1, wall_s=time.perf_counter() - began)
+            _save_checkpoint(out, model, optimizer, log)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     model.eval().save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     (out / "recipe.toml").write_text(recipe.to_toml())
-    log = {
-        "losses": losses,
-        "wall_s": time.perf_counter() - began,
-        "device": device,
-        "steps": recipe.steps,
-    }
-    (out / "train_log.json").write_text(json.dumps(log))
+    log.update(step=recipe.steps, wall_s=time.perf_counter() - began, device=_device_name(device))
+    log["torch_threads"] = torch.get_num_threads()
+    write_json_atomic(out / "train_log.json", log)
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
     return out
+
+
+def _finished(out: Path, recipe: Recipe) -> bool:
+    try:
+        done = Recipe.from_toml(out / "recipe.toml") == recipe
+        return done and json.loads((out / "train_log.json").read_text())["step"] == recipe.steps
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{device} ({os.cpu_count()} cores)"

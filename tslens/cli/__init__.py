@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tslens.cli import probs, tasks, train
+from tslens.cli import evaluate, probs, tasks, train
 from tslens.errors import TslensError
 
-SUBCOMMANDS = (tasks, probs, train)
+SUBCOMMANDS = (tasks, probs, train, evaluate)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
+        args.argv = argv  # so results can state the command that made them
         return args.run(args) or 0
     except TslensError as err:
         print(f"tslens: error: {err}", file=sys.stderr)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from dataclasses import fields, replace
 from pathlib import Path
 
 from tslens.errors import TslensError
-from tslens.train import Recipe, train
+from tslens.report.trained import evaluate_trained
+from tslens.tasks import resolve_tasks
+from tslens.train import Recipe, max_sequence_length, train
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,9 +24,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         flag = "--" + f.name.replace("_", "-")
         if f.name == "tasks":
             parser.add_argument(flag, default=None, help="comma-separated, e.g. plus2,plus5,ret2")
+        elif f.name == "eval_pairs":
+            parser.add_argument(flag, default=None, help="e.g. plus2/plus5,ret2/ret6")
         else:
             parser.add_argument(flag, type=type(f.default), default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--no-eval", action="store_true", help="skip the final evaluation and model card"
+    )
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.set_defaults(run=run)
 
@@ -38,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     }
     if isinstance(overrides.get("tasks"), str):
         overrides["tasks"] = [t.strip() for t in overrides["tasks"].split(",") if t.strip()]
+    if isinstance(overrides.get("eval_pairs"), str):
+        overrides["eval_pairs"] = [p.split("/") for p in overrides["eval_pairs"].split(",")]
     recipe = replace(recipe, **overrides)
     try:
         recipe.task_groups()
@@ -47,6 +57,26 @@ def run(args: argparse.Namespace) -> int:
         raise TslensError(f"d_model {recipe.d_model} is not divisible by n_heads {recipe.n_heads}")
     if min(recipe.steps, recipe.batch_size, recipe.n_demos, recipe.n_layers) < 1:
         raise TslensError("steps, batch_size, n_demos and n_layers must be >= 1")
+    if min(recipe.eval_prompts, 1 + recipe.n_ctx - max_sequence_length(recipe)) < 1:
+        raise TslensError(
+            f"n_ctx {recipe.n_ctx} is shorter than a training sequence "
+            f"({max_sequence_length(recipe)} tokens), or eval_prompts < 1"
+        )
+    for pair in recipe.eval_pairs:
+        resolve_tasks(pair)  # unknown or cross-family pairs fail now, not after training
+        if len(pair) != 2:
+            raise TslensError(f"an eval pair has two tasks, got {'/'.join(pair)}")
     out = train(recipe, args.out, device=args.device)
-    print(f"wrote {out} ({recipe.steps} steps); tasks: {', '.join(recipe.tasks)}")
+    print(f"trained {out} ({recipe.steps} steps); tasks: {', '.join(recipe.tasks)}")
+    if args.no_eval:
+        return 0
+    evaluation = evaluate_trained(out, "tslens " + shlex.join(args.argv), device=args.device)
+    print(f"min single-task accuracy {evaluation['min_accuracy']:.3f}")
+    for curve in evaluation["curves"]:
+        half = curve["at_half"]
+        print(
+            f"{'/'.join(curve['tasks'])}: max |P(task0) - d| = {curve['max_dev']:.3f}; at d=.5 "
+            f"P = {half['p_task0']:.3f}, {half['p_task1']:.3f}, other {half['other']:.3f}"
+        )
+    print(f"wrote {out}/eval.json, {out}/eval.html, {out}/README.md")
     return 0

@@ -112,9 +112,10 @@ def get_task(name: str) -> Task:
     )
 
 
-def resolve_tasks(names: str | Sequence[str | Task]) -> list[Task]:
+def resolve_tasks(names: str | Sequence[str | Task], same_family: bool = True) -> list[Task]:
     """Parse ``"a,b,c"`` (or a list of names / tasks) into tasks that can share one mixture
-    prompt; raise :class:`TslensError` for unknown, repeated or cross-family tasks."""
+    prompt; raise :class:`TslensError` for unknown, repeated or (unless ``same_family`` is
+    False) cross-family tasks."""
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     if not names:
@@ -123,7 +124,7 @@ def resolve_tasks(names: str | Sequence[str | Task]) -> list[Task]:
     if len({t.name for t in tasks}) != len(tasks):
         raise TslensError(f"a task is listed twice in {','.join(t.name for t in tasks)}")
     families = {t.family.name for t in tasks}
-    if len(families) > 1:
+    if same_family and len(families) > 1:
         detail = ", ".join(f"{t.name}: {t.family.name}" for t in tasks)
         raise TslensError(
             f"tasks of one mixture must share an input family, got {detail}; "
