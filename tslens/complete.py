@@ -15,11 +15,11 @@ from jaxtyping import Bool
 from torch import Tensor
 
 from tslens.scoring import (
-    _pad_id,
     default_batch_size,
     forward_continuation,
     forward_prefix,
     left_pad,
+    pad_token_id,
     prompt_token_ids,
 )
 
@@ -63,7 +63,7 @@ def beam_complete_answers(
 
 def _search(model, prompt_ids, width, max_new_tokens, stop, is_stop) -> list[list[str]]:
     device = model.cfg.device
-    batch = left_pad(prompt_ids, _pad_id(model), device)
+    batch = left_pad(prompt_ids, pad_token_id(model), device)
     n = len(prompt_ids)
     logprobs, cache = forward_prefix(model, batch)  # [n, vocab]: one beam per prompt so far
     scores = torch.zeros(n, 1, device=device)

@@ -207,6 +207,32 @@ def build_mixture_prompts(
     return prompts
 
 
+def build_query_prompts(
+    tasks: Sequence[Task],
+    n_prompts: int = 100,
+    seed: int = 0,
+    template: str | Template | None = None,
+) -> list[MixturePrompt]:
+    """Zero-shot prompts that hold only a query (``"France ->"``), with every task's answer:
+    the targets of task-vector patching. Query ``i`` is drawn as in
+    :func:`build_mixture_prompts` (``default_rng([seed, i])``, answers pairwise distinct)."""
+    if n_prompts < 1:
+        raise TslensError(f"--n-prompts must be >= 1 (got {n_prompts})")
+    tmpl = get_template(template, tasks)
+    pool = common_inputs(tasks)
+    prompts = []
+    for i in range(n_prompts):
+        drawn = _draw_query(tasks, pool, np.random.default_rng([seed, i]))
+        if drawn is None:
+            raise TslensError(f"tasks {','.join(t.name for t in tasks)} never answer differently")
+        query, answers = drawn
+        query_text, answer_prefix = tmpl.query_and_answer_prefix(query)
+        prompts.append(
+            MixturePrompt(query_text, query, tuple(answer_prefix + a for a in answers), ())
+        )
+    return prompts
+
+
 def _sample_demo_inputs(
     tasks: Sequence[Task], pool: list[str] | None, rng: np.random.Generator, n: int, query: str
 ) -> list[str]:

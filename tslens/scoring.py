@@ -147,7 +147,7 @@ def default_batch_size(model) -> int:
     return max(2, min(64, 2 * gpt2_small // (model.cfg.d_model * model.cfg.n_layers)))
 
 
-def _pad_id(model) -> int:
+def pad_token_id(model) -> int:
     tok = model.tokenizer
     return next(i for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None)
 
@@ -264,7 +264,7 @@ def answer_logprobs(
     batch_size = batch_size or default_batch_size(model)
     order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))  # less padding
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    device, pad = model.cfg.device, _pad_id(model)
+    device, pad = model.cfg.device, pad_token_id(model)
     for chunk in tqdm(chunks, desc="scoring", disable=not progress, leave=False):
         if not any(a is not None for i in chunk for a in answer_ids[i]):
             continue

@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tslens.cli import evaluate, probs, tasks, train
+from tslens.cli import evaluate, patch, probs, tasks, train
 from tslens.errors import TslensError
 
-SUBCOMMANDS = (tasks, probs, train, evaluate)
+SUBCOMMANDS = (tasks, probs, patch, train, evaluate)
 
 
 class _Parser(argparse.ArgumentParser):

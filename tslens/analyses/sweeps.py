@@ -1,0 +1,164 @@
+"""Patch sweeps over layers and convex weights (Xiong et al. 2024, Sec. 6, Fig. 6-7).
+
+Every variant patches a combination ``sum_k w_k v_k`` of the task vectors of one layer into the
+final token of zero-shot query prompts and scores every task's answer exactly
+(:func:`tslens.analyses.patching.patched_answer_logprobs`, all variants batched over one prefix
+per prompt). The pure-vector layer sweep is the special case of the simplex's corners.
+
+For K = 2 the points are ``(lambda, 1 - lambda)``; for K >= 3 any points on the simplex, e.g.
+:func:`simplex_path` from the centre to an edge's midpoint as in the paper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from tslens.analyses.mixture import measure_mixture
+from tslens.analyses.patching import patched_answer_logprobs
+from tslens.analyses.task_vectors import TaskVectors
+from tslens.errors import TslensError
+from tslens.hooks.names import check_layers
+from tslens.hooks.patch import convex_combination
+from tslens.prompts import build_query_prompts
+from tslens.tasks import resolve_tasks
+
+
+def lambda_points(lambdas: Sequence[float]) -> Float[Tensor, "point 2"]:
+    """``(lambda, 1 - lambda)`` for each lambda in [0, 1]."""
+    lam = torch.tensor(list(lambdas), dtype=torch.float64)
+    if ((lam < 0) | (lam > 1)).any():
+        raise TslensError(f"lambda must lie in [0, 1], got {lam.tolist()}")
+    return torch.stack([lam, 1 - lam], dim=-1)
+
+
+def simplex_path(
+    start: Sequence[float], end: Sequence[float], n_points: int = 11
+) -> Float[Tensor, "point k"]:
+    """``n_points`` evenly spaced from ``start`` to ``end`` on the simplex, e.g. the paper's
+    (1/3, 1/3, 1/3) -> (0, 1/2, 1/2)."""
+    a, b = torch.tensor(start, dtype=torch.float64), torch.tensor(end, dtype=torch.float64)
+    t = torch.linspace(0, 1, n_points, dtype=torch.float64)[:, None]
+    return (1 - t) * a + t * b
+
+
+@dataclass
+class SweepResult:
+    """Mean answer probabilities when a weighted task vector is patched at a layer."""
+
+    tasks: list[str]
+    layers: list[int]
+    points: Float[Tensor, "point k"]
+    probs: Float[Tensor, "layer point k"]
+    baseline: Float[Tensor, " k"]  # unpatched zero-shot prompts
+    icl: Float[Tensor, "point k"] | None = None  # real in-context mixtures at the same weights
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def other(self) -> Float[Tensor, "layer point"]:
+        return 1 - self.probs.sum(-1)
+
+    def best_layer(self) -> dict[str, int]:
+        """Per task, the layer whose patch gives its answer the most probability at the point
+        that weights it most (its pure vector, for corner points)."""
+        best = {}
+        for k, task in enumerate(self.tasks):
+            point = int(self.points[:, k].argmax())
+            best[task] = self.layers[int(self.probs[:, point, k].argmax())]
+        return best
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "tasks": self.tasks,
+            "layers": self.layers,
+            "points": self.points.tolist(),
+            "probs": self.probs.tolist(),
+            "other": self.other.tolist(),
+            "baseline": self.baseline.tolist(),
+            "best_layer": self.best_layer(),
+            **self.settings,
+        }
+        if self.points.shape[1] == 2:
+            out["lambdas"] = self.points[:, 0].tolist()
+        if self.icl is not None:
+            out["icl"] = self.icl.tolist()
+        return out
+
+
+def patch_sweep(
+    model,
+    vectors: TaskVectors,
+    tasks: Sequence[str] | None = None,
+    points: Float[Tensor, "point k"] | None = None,
+    layers: Sequence[int] | None = None,
+    n_prompts: int = 50,
+    seed: int = 1,
+    mode: str = "replace",
+    template: str | None = None,
+    icl_examples: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> SweepResult:
+    """Patch ``points @ vectors[layer]`` at every layer into zero-shot query prompts.
+
+    Args:
+        vectors: task vectors (:func:`tslens.analyses.task_vectors.task_vectors`).
+        tasks: which of the vectors' tasks to combine (default: all), K >= 1.
+        points: ``[point, K]`` weights on the simplex (default: the corners, i.e. each pure
+            vector: the layer sweep).
+        layers: default all.
+        n_prompts, seed, template: the query prompts (:func:`build_query_prompts`); use a
+            seed other than the vectors' so that queries are new.
+        mode: ``replace`` (Hendel et al.) or ``add`` (Todd et al.).
+        icl_examples: if set, also measure real in-context mixtures with this many
+            demonstrations at each point's weights (the paper's comparison).
+    """
+    names = list(tasks or vectors.tasks)
+    task_list = resolve_tasks(names)
+    points = torch.eye(len(names), dtype=torch.float64) if points is None else points
+    layers = check_layers(model, layers)
+    combos = torch.stack(
+        [convex_combination(vectors.select(names)[:, layer], points) for layer in layers]
+    )  # [layer, point, d]
+    n_layers, n_points = combos.shape[:2]
+    variant_layers = torch.tensor(layers).repeat_interleave(n_points)
+    variant_layers = torch.cat([torch.tensor([-1]), variant_layers])  # row 0: unpatched
+    flat = torch.cat([torch.zeros(1, combos.shape[-1]), combos.flatten(0, 1).float()])
+    prompts = build_query_prompts(task_list, n_prompts, seed, template)
+    logps = patched_answer_logprobs(
+        model,
+        [p.text for p in prompts],
+        [p.answers for p in prompts],
+        variant_layers,
+        flat,
+        mode=mode,
+        kind=vectors.kind,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    probs = logps.exp().mean(0)  # [variant, k]
+    icl = None
+    if icl_examples:
+        icl = torch.stack(
+            [
+                measure_mixture(
+                    model, task_list, w.tolist(), n_prompts, icl_examples, seed, template,
+                    batch_size=batch_size, solved=False,
+                ).probs.mean(0)
+                for w in points
+            ]
+        )  # fmt: skip
+    return SweepResult(
+        tasks=names,
+        layers=layers,
+        points=points,
+        probs=probs[1:].view(n_layers, n_points, -1),
+        baseline=probs[0],
+        icl=icl,
+        settings={"n_prompts": n_prompts, "seed": seed, "mode": mode, "kind": vectors.kind},
+    )
