@@ -52,18 +52,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def parse_layers(spec: str, n_layers: int) -> list[int]:
     """``all`` | ``a:b`` (Python slice) | ``l1,l2``; checked against the model's depth."""
+    if spec == "all":
+        return list(range(n_layers))
     try:
-        if spec == "all":
-            return list(range(n_layers))
-        if ":" in spec:
-            a, b = (int(x) if x else None for x in spec.split(":"))
-            layers = list(range(n_layers))[slice(a, b)]
-            if not layers or (a is not None and not -n_layers <= a < n_layers):
-                raise TslensError(f"--layers {spec} selects no layer of 0..{n_layers - 1}")
-            return layers
-        return [int(x) for x in spec.split(",")]
-    except ValueError as err:
-        raise TslensError(f"cannot read --layers {spec!r}: use all, a:b or l1,l2") from err
+        if ":" not in spec:
+            return [int(x) for x in spec.split(",")]  # the caller checks the range
+        a, b = (int(x) if x else None for x in spec.split(":"))
+    except ValueError:
+        raise TslensError(f"cannot read --layers {spec!r}: use all, a:b or l1,l2") from None
+    layers = list(range(n_layers))[slice(a, b)]
+    if not layers:
+        raise TslensError(f"--layers {spec} selects no layer of 0..{n_layers - 1}")
+    return layers
 
 
 def parse_lambdas(spec: str) -> list[float]:
