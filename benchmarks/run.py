@@ -72,7 +72,119 @@ def bench_score_k4(quick: bool) -> dict:
     }
 
 
-BENCHMARKS: dict[str, Callable[[bool], dict]] = {"score_k4": bench_score_k4}
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
+
+
+def _peak_rss_during(fn: Callable[[], object]) -> tuple[int, object]:
+    """Peak resident memory while ``fn`` runs (sampled every 2 ms in a thread)."""
+    import threading
+
+    peak, done = [_rss_bytes()], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    try:
+        out = fn()
+    finally:
+        done.set()
+        thread.join()
+    return max(peak[0], _rss_bytes()), out
+
+
+def bench_patch_sweep(quick: bool) -> dict:
+    """Convex task-vector sweep, 12 layers x 11 lambdas, K=2: prefix-cached batched patch
+    scoring vs one plain forward with a hook per prompt, variant and answer (GPT-2 fixture).
+    ``vs_clean_forward`` divides the sweep's time by one clean scoring forward of the same
+    zero-shot query prompts; ``vs_icl_forward`` by one clean forward of in-context prompts
+    (30 demonstrations) for the same queries, the cost of measuring the real mixtures."""
+    from tslens.analyses.patching import patched_answer_logprobs, patched_answer_logprobs_naive
+    from tslens.analyses.sweeps import lambda_points
+    from tslens.hooks.patch import convex_combination
+    from tslens.models import load_model
+    from tslens.prompts import build_mixture_prompts, build_query_prompts
+    from tslens.scoring import answer_logprobs
+    from tslens.tasks import resolve_tasks
+
+    model = load_model("gpt2-small-random", device="cpu")
+    tasks = resolve_tasks("capital,continent")
+    n_prompts = 2 if quick else 10
+    queries = build_query_prompts(tasks, n_prompts, seed=1)
+    texts, answers = [q.text for q in queries], [q.answers for q in queries]
+    generator = torch.Generator().manual_seed(0)
+    vectors = torch.randn(2, model.cfg.n_layers, model.cfg.d_model, generator=generator) * 10
+    points = lambda_points([i / 10 for i in range(11)])
+    combos = torch.stack([convex_combination(vectors[:, layer], points) for layer in range(12)])
+    layers = torch.arange(12).repeat_interleave(len(points))
+    flat = combos.flatten(0, 1).float()
+    patched_answer_logprobs(model, texts[:1], answers[:1], layers[:4], flat[:4])  # warm-up
+    t_fast, fast = timed(lambda: patched_answer_logprobs(model, texts, answers, layers, flat))
+    t_naive, naive = timed(
+        lambda: patched_answer_logprobs_naive(model, texts, answers, layers, flat)
+    )
+    t_clean, _ = timed(lambda: answer_logprobs(model, texts, answers), repeats=3)
+    icl = build_mixture_prompts(tasks, [0.5, 0.5], n_prompts, 30, seed=1)
+    t_icl, _ = timed(
+        lambda: answer_logprobs(model, [p.text for p in icl], [p.answers for p in icl]), 3
+    )
+    return {
+        "metric": "patch_sweep",
+        "speedup": t_naive / t_fast,
+        "vs_clean_forward": t_fast / t_clean,
+        "vs_icl_forward": t_fast / t_icl,
+        "max_abs_diff": (fast.exp() - naive.exp()).abs().max().item(),
+        "ours_s": t_fast,
+        "naive_s": t_naive,
+        "clean_forward_s": t_clean,
+        "icl_forward_s": t_icl,
+        "n_prompts": n_prompts,
+        "variants": len(layers),
+        "goal_speedup": 20.0,
+        "goal_vs_clean_forward": 3.0,
+    }
+
+
+def bench_capture_memory(quick: bool) -> dict:
+    """Peak memory of extracting task vectors (final-token resid_post, every layer) for 100
+    in-context prompts, relative to the model's weights (GPT-2 fixture)."""
+    from tslens.analyses.task_vectors import task_vectors
+    from tslens.models import load_model
+
+    before_model = _rss_bytes()
+    model = load_model("gpt2-small-random", device="cpu")
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    n_prompts = 20 if quick else 100
+    task_vectors(model, "capital", n_prompts=2, n_examples=30)  # warm-up
+    before = _rss_bytes()
+    start = time.perf_counter()
+    peak, vectors = _peak_rss_during(
+        lambda: task_vectors(model, "capital", n_prompts=n_prompts, n_examples=30)
+    )
+    return {
+        "metric": "capture_memory",
+        "peak_over_weights": (peak - before_model) / weights,
+        "extra_over_weights": (peak - before) / weights,
+        "weights_mb": weights / 2**20,
+        "peak_rss_mb": peak / 2**20,
+        "seconds": time.perf_counter() - start,
+        "n_prompts": n_prompts,
+        "layers": int(vectors.vectors.shape[1]),
+        "goal_peak_over_weights": 2.0,
+    }
+
+
+# capture_memory first: it reads the process's resident memory before loading its model.
+BENCHMARKS: dict[str, Callable[[bool], dict]] = {
+    "capture_memory": bench_capture_memory,
+    "score_k4": bench_score_k4,
+    "patch_sweep": bench_patch_sweep,
+}
 
 
 def main() -> int:
