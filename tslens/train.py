@@ -165,6 +165,7 @@ def train(recipe: Recipe, out: str | Path, device: str = "cpu", progress: bool =
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if _finished(out, recipe):
+        (out / "recipe.toml").write_text(recipe.to_toml())  # in this version's full form
         return out
     model, tokenizer = build_char_model(
         None, recipe.n_layers, recipe.d_model, recipe.n_heads, recipe.n_ctx, recipe.seed

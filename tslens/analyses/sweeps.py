@@ -56,6 +56,9 @@ class SweepResult:
     points: Float[Tensor, "point k"]
     probs: Float[Tensor, "layer point k"]
     baseline: Float[Tensor, " k"]  # unpatched zero-shot prompts
+    # share of queries where the answer gets at least half the probability (so it is surely
+    # the model's most likely answer): accuracy without a search over all completions
+    accuracy: Float[Tensor, "layer point k"] | None = None
     icl: Float[Tensor, "point k"] | None = None  # real in-context mixtures at the same weights
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -81,6 +84,7 @@ class SweepResult:
             "other": self.other.tolist(),
             "baseline": self.baseline.tolist(),
             "best_layer": self.best_layer(),
+            "accuracy": None if self.accuracy is None else self.accuracy.tolist(),
             **self.settings,
         }
         if self.points.shape[1] == 2:
@@ -142,6 +146,7 @@ def patch_sweep(
         progress=progress,
     )
     probs = logps.exp().mean(0)  # [variant, k]
+    accuracy = (logps.exp() >= 0.5).double().mean(0)[1:].view(n_layers, n_points, -1)
     icl = None
     if icl_examples:
         icl = torch.stack(
@@ -159,6 +164,7 @@ def patch_sweep(
         points=points,
         probs=probs[1:].view(n_layers, n_points, -1),
         baseline=probs[0],
+        accuracy=accuracy,
         icl=icl,
         settings={"n_prompts": n_prompts, "seed": seed, "mode": mode, "kind": vectors.kind},
     )

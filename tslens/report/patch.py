@@ -94,6 +94,15 @@ def layer_accuracy(layer_sweep: dict[str, Any]) -> go.Figure:
                 line={"color": color},
             )
         )
+        if layer_sweep.get("accuracy") is not None:
+            fig.add_trace(
+                go.Scatter(
+                    x=layer_sweep["layers"],
+                    y=[layer[k][k] for layer in layer_sweep["accuracy"]],
+                    name=f"{task} vector: share with P({task}) >= 0.5",
+                    line={"color": color, "dash": "dash"},
+                )
+            )
         fig.add_hline(y=layer_sweep["baseline"][k], line={"color": color, "dash": "dot"})
     fig.update_layout(
         title="Pure task vectors by layer (dotted: zero-shot baseline, no patch)",
