@@ -9,6 +9,7 @@ from tslens.errors import TslensError
 from tslens.prompts import build_mixture_prompts
 from tslens.scoring import (
     TokenBoundaryError,
+    answer_is_greedy,
     answer_logprobs,
     answer_logprobs_naive,
     prompt_token_ids,
@@ -88,3 +89,18 @@ def test_fast_equals_naive_on_rotary_char_model(tiny_char):
     answers = [["4", "45", "4\n"], ["e", "ee"], ["".join(p) for p in itertools.product("67", "89")]]
     fast = answer_logprobs(tiny_char, prompts, answers, batch_size=2)
     _check_same(fast, answer_logprobs_naive(tiny_char, prompts, answers))
+
+
+def test_greedy_match_agrees_with_step_by_step_argmax_decoding(gpt2):
+    texts = ["The capital of France ->", "one two ->"]
+    greedy_answers = []
+    for text in texts:
+        ids = prompt_token_ids(gpt2, [text])[0]
+        new = []
+        with torch.inference_mode():
+            for _ in range(2):
+                new.append(int(gpt2(torch.tensor([ids + new]))[0, -1].argmax()))
+        greedy_answers.append(gpt2.tokenizer.decode(new))
+    answers = [[g, " Paris"] for g in greedy_answers]
+    hits = answer_is_greedy(gpt2, texts, answers)
+    assert hits[:, 0].all() and not hits[:, 1].any(), (greedy_answers, hits)

@@ -59,12 +59,34 @@ def test_sweep_layout_corners_and_icl(tiny_char):
                         n_prompts=3, icl_examples=4)  # fmt: skip
     # lambda = 1 is the pure plus2 vector: the same number as the layer sweep's corner
     assert torch.allclose(sweep.probs[0, 2], layer_sweep.probs[1, 0], atol=1e-9)
+    onward = patch_sweep(tiny_char, vectors, n_prompts=3, onward=True)  # multi-layer patching
+    assert torch.allclose(onward.probs[-1], layer_sweep.probs[-1], atol=1e-9)
+    assert not torch.allclose(onward.probs[0], layer_sweep.probs[0], atol=1e-6)
     out = sweep.to_json()
     assert out["lambdas"] == [0.0, 0.5, 1.0] and len(out["icl"]) == 3
     assert torch.allclose(simplex_path([1 / 3] * 3, [0, 0.5, 0.5], 3)[1],
                           torch.tensor([1 / 6, 5 / 12, 5 / 12], dtype=torch.float64))  # fmt: skip
     with pytest.raises(TslensError, match=r"\[0, 1\]"):
         lambda_points([1.2])
+
+
+def test_multi_layer_patch_equals_nested_single_layer_patches(tiny_char):
+    from contextlib import ExitStack
+
+    from tslens.analyses.patching import patched_answer_logprobs
+    from tslens.hooks.patch import patching
+    from tslens.scoring import answer_logprobs
+
+    queries = build_query_prompts(resolve_tasks("plus2,plus5"), 3, seed=2)
+    texts, answers = [q.text for q in queries], [q.answers for q in queries]
+    v = torch.randn(2, tiny_char.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    both = patched_answer_logprobs(tiny_char, texts, answers, torch.tensor([[0, 1]]), v[None])
+    with ExitStack() as stack:  # one-character answers: the prompt's last token is position -1
+        for layer in (0, 1):
+            rows = torch.full((3,), layer)
+            stack.enter_context(patching(tiny_char, rows, v[layer].expand(3, -1)))
+        nested = answer_logprobs(tiny_char, texts, answers, batch_size=3)
+    assert torch.allclose(both[:, 0], nested, atol=1e-5)
 
 
 def test_span_residual_and_geometry(tiny_char):

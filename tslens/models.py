@@ -1,7 +1,8 @@
 """One loader for every model: hub ids, local HF directories, and models shipped with tslens.
 
 ``load_model("gpt2")`` boots a hub model, ``load_model("/path/to/dir")`` a local checkpoint, and
-``load_model("gpt2-small-random")`` a named model that tslens ships or builds itself. Every path
+``load_model("tslens-char-3l4h")`` (the default) or ``load_model("gpt2-small-random")`` a named
+model that tslens ships or builds itself. Every path
 ends in ``TransformerBridge.boot_transformers`` (TransformerLens 4), so hooks and hook names are
 the same whatever the source.
 """
@@ -23,7 +24,9 @@ PACKAGED_MODELS = Path(__file__).parent / "models"
 
 # Named models: name -> function returning a local HF directory.
 SHIPPED_MODELS: dict[str, Callable[[], Path]] = {FIXTURE_NAME: build_gpt2_small_fixture}
-DEFAULT_MODEL = FIXTURE_NAME
+# The embedded superposition model, trained from scratch by `tslens train` (its README.md is the
+# model card): what every command runs on when --model is omitted.
+DEFAULT_MODEL = "tslens-char-3l4h"
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

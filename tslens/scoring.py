@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -223,7 +223,6 @@ def pack_answers(
     return PackedBatch(ids, mask[:, None], positions, total - first, torch.tensor(reads))
 
 
-@torch.inference_mode()
 def answer_logprobs(
     model,
     prompts: Sequence[str],
@@ -253,6 +252,25 @@ def answer_logprobs(
         ``[prompt, k]`` log-probabilities with ``k`` the most answers of any prompt; missing
         or dropped entries are ``-inf``.
     """
+    return _score_packed(model, prompts, answers, batch_size, labels, progress, boundary)[0]
+
+
+def answer_is_greedy(
+    model,
+    prompts: Sequence[str],
+    answers: Sequence[Sequence[str]],
+    batch_size: int | None = None,
+) -> Bool[Tensor, "prompt k"]:
+    """Whether greedy decoding from each prompt produces each answer: every answer token is
+    the most likely token at its position (exact match, no stop token needed). Same packed
+    forward as :func:`answer_logprobs`."""
+    return _score_packed(model, prompts, answers, batch_size)[1]
+
+
+@torch.inference_mode()
+def _score_packed(
+    model, prompts, answers, batch_size=None, labels=None, progress=False, boundary="raise"
+) -> tuple[Float[Tensor, "prompt k"], Bool[Tensor, "prompt k"]]:
     prompt_ids = prompt_token_ids(model, prompts)
     answer_ids = answer_token_ids(model, prompts, answers, prompt_ids, labels, boundary)
     _check_context(model, prompt_ids, answer_ids)
@@ -261,6 +279,7 @@ def answer_logprobs(
         float("-inf"),
         dtype=torch.float64,
     )
+    greedy = torch.zeros(out.shape, dtype=torch.bool)
     batch_size = batch_size or default_batch_size(model)
     order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))  # less padding
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -276,15 +295,19 @@ def answer_logprobs(
             logits_to_keep=packed.n_keep,
         )
         row, pos, tok, slot = packed.reads.to(device).unbind(-1)
-        token_lp = torch.log_softmax(logits[row, pos].float(), dim=-1).gather(-1, tok[:, None])
+        read = torch.log_softmax(logits[row, pos].float(), dim=-1)
+        token_lp = read.gather(-1, tok[:, None])[:, 0]
         sums = torch.zeros(len(chunk), out.shape[1], dtype=torch.float64, device=device)
-        sums.index_put_((row, slot), token_lp[:, 0].double(), accumulate=True)
+        sums.index_put_((row, slot), token_lp.double(), accumulate=True)
+        misses = torch.zeros_like(sums)  # answer tokens that are not the argmax
+        misses.index_put_((row, slot), (read.argmax(-1) != tok).double(), accumulate=True)
         scored = torch.zeros_like(sums, dtype=torch.bool).index_put_(
             (row, slot), torch.tensor(True)
         )
         rows = torch.tensor(chunk)
         out[rows] = torch.where(scored, sums, out[rows].to(device)).cpu()
-    return out
+        greedy[rows] = (scored & (misses == 0)).cpu()
+    return out, greedy
 
 
 @torch.inference_mode()

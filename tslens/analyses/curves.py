@@ -18,8 +18,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tslens.analyses.mixture import measure_mixture
-from tslens.complete import beam_complete_answers
 from tslens.prompts import build_mixture_prompts
+from tslens.scoring import answer_is_greedy
 from tslens.tasks import Task, resolve_tasks
 
 SHARES: tuple[float, ...] = tuple(i / 10 for i in range(11))
@@ -122,15 +122,15 @@ def task_accuracy(
     template: str | None = None,
     batch_size: int | None = None,
 ) -> dict[str, float]:
-    """Single-task accuracy: the share of one-task prompts whose most likely complete answer
-    (beam search up to the newline, :func:`tslens.complete.beam_complete_answers`) is the
-    task's answer. Returns ``{task name: accuracy}``."""
+    """Single-task accuracy: the share of one-task prompts from which greedy decoding produces
+    the task's answer, token for token (:func:`tslens.scoring.answer_is_greedy`; no stop token
+    is needed, so models never trained to end their answers are judged fairly). Returns
+    ``{task name: accuracy}``."""
     accuracy = {}
     for task in resolve_tasks(tasks, same_family=False):
         prompts = build_mixture_prompts([task], [1.0], n_prompts, n_examples, seed, template)
-        best = beam_complete_answers(
-            model, [p.text for p in prompts], width=2, batch_size=batch_size
+        hits = answer_is_greedy(
+            model, [p.text for p in prompts], [p.answers for p in prompts], batch_size
         )
-        hits = [bool(f) and f[0] == p.answers[0] for f, p in zip(best, prompts, strict=True)]
-        accuracy[task.name] = sum(hits) / len(hits)
+        accuracy[task.name] = hits.double().mean().item()
     return accuracy

@@ -44,8 +44,8 @@ def patched_answer_logprobs(
     model,
     prompts: Sequence[str],
     answers: Sequence[Sequence[str]],
-    layers: Int[Tensor, " variant"],
-    vectors: Float[Tensor, "variant d"],
+    layers: Int[Tensor, " variant"] | Int[Tensor, "variant m"],
+    vectors: Float[Tensor, "variant d"] | Float[Tensor, "variant m d"],
     mode: str = "replace",
     kind: str = "resid_post",
     batch_size: int | None = None,
@@ -56,7 +56,8 @@ def patched_answer_logprobs(
     Args:
         prompts: texts ending right before their answers; the patch hits their final token.
         answers: per prompt, the same number K of candidate answers.
-        layers, vectors: the variants; layer -1 means no patch (a clean reference row).
+        layers, vectors: the variants; layer -1 means no patch (a clean reference row); a
+            2-D ``layers[variant, j]`` with ``vectors[variant, j]`` patches several layers.
         mode, kind: as in :func:`tslens.hooks.patch.patching`.
         batch_size: variant rows per continuation forward (default: 16x the scoring default).
     """
@@ -98,7 +99,9 @@ def _continue(model, cache, prefix, last_tokens, answer_ids, layers, vectors, mo
     see_prefix.masked_fill_(prefix.mask[rows].cpu()[:, None, None, :] == 0, torch.finfo().min)
     mask = torch.cat([see_prefix, packed.mask], dim=-1).to(device)
     positions = (packed.positions + prefix.lengths[rows].cpu()[:, None]).to(device)
-    with patching(model, layers.repeat(n_p), vectors.repeat(n_p, 1), 0, mode, kind):
+    row_layers = layers.repeat(n_p, *[1] * (layers.ndim - 1))
+    row_vectors = vectors.repeat(n_p, *[1] * (vectors.ndim - 1))
+    with patching(model, row_layers, row_vectors, 0, mode, kind):
         logits = model(
             packed.ids.to(device),
             attention_mask=mask,
@@ -124,8 +127,8 @@ def patched_answer_logprobs_naive(
     model,
     prompts: Sequence[str],
     answers: Sequence[Sequence[str]],
-    layers: Int[Tensor, " variant"],
-    vectors: Float[Tensor, "variant d"],
+    layers: Int[Tensor, " variant"] | Int[Tensor, "variant m"],
+    vectors: Float[Tensor, "variant d"] | Float[Tensor, "variant m d"],
     mode: str = "replace",
     kind: str = "resid_post",
 ) -> Float[Tensor, "prompt variant k"]:

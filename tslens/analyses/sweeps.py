@@ -105,6 +105,7 @@ def patch_sweep(
     mode: str = "replace",
     template: str | None = None,
     icl_examples: int | None = None,
+    onward: bool = False,
     batch_size: int | None = None,
     progress: bool = False,
 ) -> SweepResult:
@@ -121,24 +122,34 @@ def patch_sweep(
         mode: ``replace`` (Hendel et al.) or ``add`` (Todd et al.).
         icl_examples: if set, also measure real in-context mixtures with this many
             demonstrations at each point's weights (the paper's comparison).
+        onward: multi-layer patching: the variant of layer l patches l and every later layer,
+            each with its own layer's combination (for models whose single-layer vectors are
+            weak).
     """
     names = list(tasks or vectors.tasks)
     task_list = resolve_tasks(names)
     points = torch.eye(len(names), dtype=torch.float64) if points is None else points
     layers = check_layers(model, layers)
+    chosen = vectors.select(names)
     combos = torch.stack(
-        [convex_combination(vectors.select(names)[:, layer], points) for layer in layers]
-    )  # [layer, point, d]
-    n_layers, n_points = combos.shape[:2]
-    variant_layers = torch.tensor(layers).repeat_interleave(n_points)
-    variant_layers = torch.cat([torch.tensor([-1]), variant_layers])  # row 0: unpatched
-    flat = torch.cat([torch.zeros(1, combos.shape[-1]), combos.flatten(0, 1).float()])
+        [convex_combination(chosen[:, layer], points) for layer in range(chosen.shape[1])]
+    ).float()  # [model layer, point, d]
+    n_layers, n_points, n_all = len(layers), len(points), chosen.shape[1]
+    # Variant (layer l, point p) patches layers l..(onward ? last : l); row 0 is unpatched.
+    slots = torch.full((1 + n_layers * n_points, n_all if onward else 1), -1)
+    flat = torch.zeros(*slots.shape, combos.shape[-1])
+    for i, layer in enumerate(layers):
+        span = range(layer, n_all) if onward else [layer]
+        for p in range(n_points):
+            row = 1 + i * n_points + p
+            slots[row, : len(span)] = torch.tensor(list(span))
+            flat[row, : len(span)] = combos[list(span), p]
     prompts = build_query_prompts(task_list, n_prompts, seed, template)
     logps = patched_answer_logprobs(
         model,
         [p.text for p in prompts],
         [p.answers for p in prompts],
-        variant_layers,
+        slots,
         flat,
         mode=mode,
         kind=vectors.kind,
@@ -166,5 +177,11 @@ def patch_sweep(
         baseline=probs[0],
         accuracy=accuracy,
         icl=icl,
-        settings={"n_prompts": n_prompts, "seed": seed, "mode": mode, "kind": vectors.kind},
+        settings={
+            "n_prompts": n_prompts,
+            "seed": seed,
+            "mode": mode,
+            "kind": vectors.kind,
+            "onward": onward,
+        },
     )

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 from tslens.analyses.curves import SHARES
 from tslens.analyses.evaluation import evaluate_model
 from tslens.cli.common import add_model_args, model_from_args, positive_int
 from tslens.errors import TslensError
-from tslens.io import write_json_atomic
+from tslens.io import write_json_atomic, write_text_atomic
 from tslens.models import resolve_model
-from tslens.report.evaluation import summary_rows, write_evaluation_html
+from tslens.report.card import markdown_table, set_card_section
+from tslens.report.evaluation import curve_table_markdown, summary_rows, write_evaluation_html
 from tslens.tasks import resolve_tasks
 from tslens.train import Recipe
 
@@ -43,6 +45,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     compare.add_argument("evaluations", nargs="+", type=Path, help="eval.json files")
     compare.add_argument("--title", default="Model comparison")
     compare.add_argument("--out", required=True, type=Path, help="output directory")
+    compare.add_argument(
+        "--card",
+        type=Path,
+        default=None,
+        help="a trained model directory whose README.md gets (or updates) a section with the "
+        "comparison table, titled --title",
+    )
     compare.set_defaults(run=run_compare)
 
 
@@ -103,6 +112,18 @@ def run_compare(args: argparse.Namespace) -> int:
         {"sources": [str(p) for p in args.evaluations], "header": header, "rows": rows},
     )
     write_evaluation_html(evaluations, args.out / "compare.html", args.title)
+    if args.card:
+        card = args.card / "README.md"
+        if not card.exists():
+            raise TslensError(f"{args.card} has no README.md model card")
+        body = (
+            f"`{'tslens ' + shlex.join(args.argv)}`\n\n" + markdown_table(header, rows) + "\n\n"
+            + "\n\n".join(
+                f"**{ev['model']}**, {' vs '.join(c['tasks'])}:\n\n" + curve_table_markdown(c)
+                for ev in evaluations for c in ev["curves"]
+            )
+        )  # fmt: skip
+        write_text_atomic(card, set_card_section(card.read_text(), args.title, body))
     _print_table(evaluations)
     print(f"wrote {args.out}/compare.json, {args.out}/compare.html")
     return 0

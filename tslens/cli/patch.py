@@ -44,6 +44,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="task-vector file (safetensors): loaded if it exists, else computed and saved there",
     )
+    parser.add_argument(
+        "--multi-layer",
+        action="store_true",
+        help="patch each layer's vector at layer l AND every later layer (weak single layers)",
+    )
     parser.add_argument("--no-geometry", action="store_true", help="skip LDA/PCA/t-SNE")
     add_model_args(parser)
     parser.add_argument("--out", required=True, type=Path, help="output directory")
@@ -111,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             vectors.save(args.vectors)
     common = dict(
         layers=layers, n_prompts=args.n_prompts, seed=args.seed + 1, mode=args.mode,
-        template=args.template, batch_size=args.batch_size,
+        template=args.template, onward=args.multi_layer, batch_size=args.batch_size,
     )  # fmt: skip
     layer_sweep = patch_sweep(model, vectors, names, progress=True, **common)
     sweep = patch_sweep(

@@ -34,8 +34,8 @@ def convex_combination(
 @contextmanager
 def patching(
     model,
-    layers: Int[Tensor, " row"],
-    vectors: Float[Tensor, "row d"],
+    layers: Int[Tensor, " row"] | Int[Tensor, "row m"],
+    vectors: Float[Tensor, "row d"] | Float[Tensor, "row m d"],
     position: int | Int[Tensor, " row"] = -1,
     mode: str = "replace",
     kind: str = "resid_post",
@@ -43,23 +43,26 @@ def patching(
     """Within the block, every forward's row ``r`` gets ``vectors[r]`` written into (or, with
     ``mode="add"``, added to) the ``kind`` activation of layer ``layers[r]`` at ``position``
     (an index of the forward's sequence axis, one for all rows or one per row). Rows with
-    layer -1 are left alone. Hooks are removed on exit, also after an error.
+    layer -1 are left alone. For multi-layer patches give ``layers[r, j]`` and
+    ``vectors[r, j]`` (layer -1 pads). Hooks are removed on exit, also after an error.
     """
     if mode not in MODES:
         raise TslensError(f"unknown patch mode {mode!r}; use replace or add")
     layers = torch.as_tensor(layers)
-    if len(layers) != len(vectors):
-        raise ValueError("one layer per patched row")
-    wanted = sorted({int(layer) for layer in layers.tolist() if layer >= 0})
+    if layers.ndim == 1:
+        layers, vectors = layers[:, None], vectors[:, None]
+    if layers.shape != vectors.shape[:2]:
+        raise ValueError("one layer per patched row (and slot)")
+    wanted = sorted({int(layer) for layer in layers.flatten().tolist() if layer >= 0})
     check_layers(model, wanted)
     positions = torch.as_tensor(position).expand(len(layers))
 
     def patch_at(layer: int):
-        rows = (layers == layer).nonzero()[:, 0]
+        rows, slots = (layers == layer).nonzero(as_tuple=True)
 
         def hook(act: Tensor, hook) -> Tensor:
             r, p = rows.to(act.device), positions[rows].to(act.device)
-            new = vectors[rows].to(device=act.device, dtype=act.dtype)
+            new = vectors[rows, slots].to(device=act.device, dtype=act.dtype)
             if mode == "add":
                 new = act[r, p] + new
             return act.index_put((r, p), new)  # not in place: autograd-safe

@@ -16,7 +16,7 @@ from tslens.tasks import get_task
 from tslens.train import Recipe
 
 
-def _markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     def cell(v: Any) -> str:
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 
@@ -72,7 +72,7 @@ tasks were never seen in training; the evaluation below measures what the model 
 
 ## Tasks
 
-{_markdown_table(["task", "what it does"], [[t, get_task(t).description] for t in recipe.tasks])}
+{markdown_table(["task", "what it does"], [[t, get_task(t).description] for t in recipe.tasks])}
 
 Task kinds trained: {", ".join(f"{kind} ({len(v)} tasks)" for kind, v in groups.items())}; each
 training batch holds an equal share of sequences of each kind.
@@ -95,7 +95,7 @@ training batch holds an equal share of sequences of each kind.
   first demonstration's answer cannot be inferred.
 - `recipe.toml` (beside this card) holds the full recipe; `train_log.json` the loss of every step.
 
-{_markdown_table(["recipe field", "value"], recipe_rows)}
+{markdown_table(["recipe field", "value"], recipe_rows)}
 
 ## Evaluation
 
@@ -103,9 +103,9 @@ training batch holds an equal share of sequences of each kind.
 demonstrations each (exact counts per prompt), seed {evaluation["seed"]};
 `eval.json` holds every number and `eval.html` the figures.
 
-Single-task accuracy (most likely complete answer = the task's answer):
+Single-task accuracy (greedy decoding produces the task's answer):
 
-{_markdown_table(["task", "accuracy"], accuracy_rows)}
+{markdown_table(["task", "accuracy"], accuracy_rows)}
 
 Mixture curves: mean probability of each task's answer, and of anything else, when a share d of
 the demonstrations come from the first task and the rest from the second.
@@ -114,8 +114,21 @@ the demonstrations come from the first task and the rest from the second.
 
 Summary:
 
-{_markdown_table(header, rows)}
+{markdown_table(header, rows)}
 """
+
+
+def set_card_section(card: str, title: str, body: str) -> str:
+    """``card`` with its ``## title`` section replaced by ``body`` (appended if absent), so
+    adding a study's results to a card can be repeated without piling up copies."""
+    heading = f"## {title}"
+    section = f"{heading}\n\n{body.strip()}\n"
+    if heading not in card:
+        return card.rstrip("\n") + "\n\n" + section
+    before, rest = card.split(heading, 1)
+    after = rest.split("\n## ", 1)
+    tail = "\n## " + after[1] if len(after) > 1 else ""
+    return before + section + tail
 
 
 def _vocab_note() -> str:
