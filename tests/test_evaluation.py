@@ -3,6 +3,7 @@
 figures are checked in test_shipped_model.py)."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -107,3 +108,20 @@ def test_evaluate_and_compare_commands(tmp_path, tiny_char_dir, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err
+
+
+def test_last_demo_gap_and_within_prompt_share_detect_a_per_prompt_choice():
+    from tslens.analyses.curves import _last_demo_gap
+    from tslens.analyses.mixture import MixtureResult
+    from tslens.prompts import MixturePrompt
+
+    def result(probs, last_tasks):
+        prompts = [MixturePrompt("", "", ("a", "b"), (1 - t, t)) for t in last_tasks]
+        return MixtureResult("m", ["a", "b"], [0.5, 0.5], prompts, torch.tensor(probs))
+
+    follower = result([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], [0, 1, 0])
+    assert _last_demo_gap(follower) == pytest.approx(1.0)
+    blender = result([[0.5, 0.5], [0.5, 0.5], [0.6, 0.4]], [0, 1, 1])
+    assert _last_demo_gap(blender) == pytest.approx(-0.05)
+    assert (blender.probs.min(-1).values >= 0.1).all()
+    assert math.isnan(_last_demo_gap(result([[1.0, 0.0]], [0])))

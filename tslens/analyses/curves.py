@@ -9,6 +9,7 @@ intermediate ``d``; a calibrated one tracks ``P(task 0) ~= d``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,11 @@ class MixtureCurve:
     sem: Float[Tensor, "share 2"]
     n_prompts: int
     n_examples: int
+    # Within-prompt superposition vs a per-prompt choice (means alone cannot tell them apart):
+    # share of prompts giving both answers >= 0.1, and P(task 0) when the last demonstration
+    # is task 0 minus when it is task 1 (1.0: the model just follows the last demonstration).
+    both_share: Float[Tensor, " share"] | None = None
+    last_demo_gap: Float[Tensor, " share"] | None = None
 
     def at(self, share: float) -> tuple[float, float, float]:
         """``(P(task 0), P(task 1), other)`` at the share closest to ``share``."""
@@ -55,6 +61,10 @@ class MixtureCurve:
             "sem_task1": self.sem[:, 1].tolist(),
             "n_prompts": self.n_prompts,
             "n_examples": self.n_examples,
+            "both_share": None if self.both_share is None else self.both_share.tolist(),
+            "last_demo_gap": None
+            if self.last_demo_gap is None
+            else [None if math.isnan(v) else v for v in self.last_demo_gap.tolist()],
         }
 
 
@@ -84,7 +94,7 @@ def mixture_curve(
     pair = resolve_tasks(tasks)
     if len(pair) != 2:
         raise ValueError(f"a mixture curve needs exactly two tasks, got {len(pair)}")
-    means, other, sems = [], [], []
+    means, other, sems, both, gaps = [], [], [], [], []
     for d in shares:
         result = measure_mixture(
             model,
@@ -101,6 +111,8 @@ def mixture_curve(
         means.append(result.probs.mean(0))
         sems.append(result.probs.std(0) / n_prompts**0.5)
         other.append(result.other.mean())
+        both.append((result.probs.min(-1).values >= 0.1).double().mean())
+        gaps.append(_last_demo_gap(result))
     return MixtureCurve(
         model=getattr(model, "tslens_name", type(model).__name__),
         tasks=[t.name for t in pair],
@@ -110,7 +122,19 @@ def mixture_curve(
         sem=torch.stack(sems),
         n_prompts=n_prompts,
         n_examples=n_examples,
+        both_share=torch.stack(both),
+        last_demo_gap=torch.tensor(gaps, dtype=torch.float64),
     )
+
+
+def _last_demo_gap(result) -> float:
+    """Mean P(task 0) over prompts whose last demonstration is task 0, minus over the others
+    (NaN where one group is empty, as at d = 0 or 1)."""
+    last_is_0 = torch.tensor([p.demo_tasks[-1] == 0 for p in result.prompts])
+    if last_is_0.all() or not last_is_0.any():
+        return float("nan")
+    p0 = result.probs[:, 0]
+    return (p0[last_is_0].mean() - p0[~last_is_0].mean()).item()
 
 
 def task_accuracy(

@@ -4,7 +4,11 @@ that say whether the model superposes:
 
 - ``max_dev``: max over 0 < d < 1 of |P(task 0) - d| (calibration; 0 is perfect);
 - ``at_half``: P(task 0), P(task 1) and ``other`` at d = 0.5 (both answers high = superposition);
-- ``monotone``: P(task 0) never decreases as d grows.
+- ``monotone``: P(task 0) never decreases as d grows;
+- ``both_share_at_half``: share of d = 0.5 prompts that give both answers >= 0.1 (superposition
+  within a prompt, not only on average);
+- ``last_demo_gap_at_half``: P(task 0 | last demonstration is task 0) - P(task 0 | it is task 1)
+  at d = 0.5; near 1 means the average hides a per-prompt choice made by the last demonstration.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class Evaluation:
             "max_dev": max(abs(p0[i] - curve.shares[i]) for i in inner) if inner else None,
             "at_half": {"p_task0": p0_half, "p_task1": p1_half, "other": other_half},
             "monotone": all(b >= a for a, b in zip(p0, p0[1:], strict=False)),
+            "both_share_at_half": _at(curve, curve.both_share),
+            "last_demo_gap_at_half": _at(curve, curve.last_demo_gap),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -43,6 +49,13 @@ class Evaluation:
             "min_accuracy": min(self.accuracy.values()) if self.accuracy else None,
             "curves": [{**c.to_json(), **self.curve_summary(c)} for c in self.curves],
         }
+
+
+def _at(curve: MixtureCurve, values) -> float | None:
+    if values is None:
+        return None
+    i = min(range(len(curve.shares)), key=lambda j: abs(curve.shares[j] - 0.5))
+    return values[i].item()
 
 
 def evaluate_model(

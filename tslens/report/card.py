@@ -112,10 +112,30 @@ the demonstrations come from the first task and the rest from the second.
 
 {curves}
 
-Summary:
+Summary (`both >= .1`: share of d = 0.5 prompts giving each answer at least 0.1, i.e.
+superposition inside one prompt; `last-demo gap`: P(first task) when the last demonstration is
+of the first task minus when it is of the second; near 1 means each prompt's answer is chosen by
+its last demonstration and only the average over prompts is proportional):
 
 {markdown_table(header, rows)}
-"""
+{_reading(evaluation)}"""
+
+
+def _reading(evaluation: dict[str, Any]) -> str:
+    """A plain-words warning when the averages hide a per-prompt choice."""
+    notes = []
+    for curve in evaluation["curves"]:
+        gap, both = curve.get("last_demo_gap_at_half"), curve.get("both_share_at_half")
+        if gap is not None and both is not None and gap > 0.8 and both < 0.2:
+            notes.append(
+                f"**{'/'.join(curve['tasks'])}: the proportional average is not superposition "
+                f"within a prompt.** At d = 0.5 only {both:.1%} of prompts give both answers "
+                f"at least 0.1, and P({curve['tasks'][0]}) is {gap:.3f} higher when the last "
+                "demonstration is of that task: the model answers the task of the last "
+                "demonstration, and the mixture curve is proportional because the last "
+                "demonstration is of the first task with probability d."
+            )
+    return "\n" + "\n\n".join(notes) + "\n" if notes else ""
 
 
 def set_card_section(card: str, title: str, body: str) -> str:

@@ -92,6 +92,8 @@ def summary_rows(evaluations: Sequence[dict[str, Any]]) -> tuple[list[str], list
         "P(task1) at .5",
         "other at .5",
         "monotone",
+        "both >= .1 at .5",
+        "last-demo gap at .5",
     ]
     rows = []
     for ev in evaluations:
@@ -107,6 +109,8 @@ def summary_rows(evaluations: Sequence[dict[str, Any]]) -> tuple[list[str], list
                     half["p_task1"],
                     half["other"],
                     "yes" if curve["monotone"] else "no",
+                    curve.get("both_share_at_half"),
+                    curve.get("last_demo_gap_at_half"),
                 ]
             )
     return header, rows
