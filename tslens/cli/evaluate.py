@@ -52,6 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="a trained model directory whose README.md gets (or updates) a section with the "
         "comparison table, titled --title",
     )
+    compare.add_argument("--note", default="", help="a reading of the results for the card")
     compare.set_defaults(run=run_compare)
 
 
@@ -117,7 +118,8 @@ def run_compare(args: argparse.Namespace) -> int:
         if not card.exists():
             raise TslensError(f"{args.card} has no README.md model card")
         body = (
-            f"`{'tslens ' + shlex.join(args.argv)}`\n\n" + markdown_table(header, rows) + "\n\n"
+            f"`{'tslens ' + shlex.join(args.argv)}`\n\n" + (args.note + "\n\n" if args.note else "")
+            + markdown_table(header, rows) + "\n\n"
             + "\n\n".join(
                 f"**{ev['model']}**, {' vs '.join(c['tasks'])}:\n\n" + curve_table_markdown(c)
                 for ev in evaluations for c in ev["curves"]
