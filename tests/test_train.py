@@ -99,7 +99,17 @@ def test_train_cli_flags_recipe_and_errors(tmp_path, capsys):
         (["--tasks", "plus2,capital"], "not a synthetic task"),
         (["--d-model", "30", "--n-heads", "4"], "not divisible"),
         (["--recipe", str(tmp_path / "missing.toml")], "cannot read recipe"),
+        (["--architecture", "rwkv"], "unknown architecture"),
     ]:
         assert main(["train", *bad, "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err
+
+
+def test_gpt2_architecture_trains_and_loads(tmp_path):
+    from tslens.models import load_model
+
+    recipe = Recipe(**{**TINY, "steps": 2, "architecture": "gpt2"})
+    out = train(recipe, tmp_path / "g", progress=False)
+    model = load_model(str(out), device="cpu")
+    assert model.cfg.n_layers == 1 and "GPT2" in type(model.original_model).__name__

@@ -1,4 +1,4 @@
-"""Character-level vocabulary and small Llama-style decoders for the from-scratch study.
+"""Character-level vocabulary and small decoders (Llama or GPT-2) for the from-scratch study.
 
 The tokenizer is a plain ``tokenizers`` WordLevel model that splits text into single
 characters, saved as ``tokenizer.json`` so that ``AutoTokenizer`` and TransformerLens load it
@@ -40,6 +40,9 @@ def char_tokenizer():
     )
 
 
+ARCHITECTURES = ("llama", "gpt2")
+
+
 def build_char_model(
     out_dir: str | os.PathLike[str] | None = None,
     n_layers: int = 3,
@@ -47,31 +50,51 @@ def build_char_model(
     n_heads: int = 4,
     n_ctx: int = 1024,
     seed: int = 0,
+    architecture: str = "llama",
 ):
-    """A randomly initialised Llama-style (rotary positions) character-level decoder.
+    """A randomly initialised character-level decoder: ``llama`` (rotary positions, the
+    default: it learns these tasks; a GPT-2 of the same size stayed on the ln(10) plateau in
+    probes) or ``gpt2`` (learned absolute positions).
 
     Returns the HF model and tokenizer; with ``out_dir`` also saves both there as a local HF
     checkpoint that :func:`tslens.models.load_model` boots.
     """
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; use {' or '.join(ARCHITECTURES)}")
     tokenizer = char_tokenizer()
-    config = LlamaConfig(
+    special = dict(
         vocab_size=len(tokenizer),
-        hidden_size=d_model,
-        intermediate_size=4 * d_model,
-        num_hidden_layers=n_layers,
-        num_attention_heads=n_heads,
-        num_key_value_heads=n_heads,
-        max_position_embeddings=n_ctx,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
+    if architecture == "llama":
+        config = LlamaConfig(
+            hidden_size=d_model,
+            intermediate_size=4 * d_model,
+            num_hidden_layers=n_layers,
+            num_attention_heads=n_heads,
+            num_key_value_heads=n_heads,
+            max_position_embeddings=n_ctx,
+            **special,
+        )
+    else:
+        config = GPT2Config(
+            n_embd=d_model,
+            n_layer=n_layers,
+            n_head=n_heads,
+            n_positions=n_ctx,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            **special,
+        )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = (LlamaForCausalLM if architecture == "llama" else GPT2LMHeadModel)(config)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out_dir, safe_serialization=True)

@@ -34,6 +34,7 @@ class Recipe:
     """Everything that determines a training run (saved as ``recipe.toml`` beside the model)."""
 
     tasks: list[str] = field(default_factory=lambda: [f"plus{b}" for b in range(10)])
+    architecture: str = "llama"  # or "gpt2" (tslens.charlm.ARCHITECTURES)
     n_demos: int = 20
     n_layers: int = 3
     d_model: int = 96
@@ -168,7 +169,13 @@ def train(recipe: Recipe, out: str | Path, device: str = "cpu", progress: bool =
         (out / "recipe.toml").write_text(recipe.to_toml())  # in this version's full form
         return out
     model, tokenizer = build_char_model(
-        None, recipe.n_layers, recipe.d_model, recipe.n_heads, recipe.n_ctx, recipe.seed
+        None,
+        recipe.n_layers,
+        recipe.d_model,
+        recipe.n_heads,
+        recipe.n_ctx,
+        recipe.seed,
+        recipe.architecture,
     )
     model.to(device).train()
     optimizer = torch.optim.AdamW(

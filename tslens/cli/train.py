@@ -7,6 +7,7 @@ import shlex
 from dataclasses import fields, replace
 from pathlib import Path
 
+from tslens.charlm import ARCHITECTURES
 from tslens.errors import TslensError
 from tslens.report.trained import evaluate_trained
 from tslens.tasks import resolve_tasks
@@ -53,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
         recipe.task_groups()
     except ValueError as err:
         raise TslensError(str(err)) from err
+    if recipe.architecture not in ARCHITECTURES:
+        raise TslensError(
+            f"unknown architecture {recipe.architecture!r}; use {' or '.join(ARCHITECTURES)}"
+        )
     if recipe.d_model % recipe.n_heads:
         raise TslensError(f"d_model {recipe.d_model} is not divisible by n_heads {recipe.n_heads}")
     if min(recipe.steps, recipe.batch_size, recipe.n_demos, recipe.n_layers) < 1:
