@@ -267,6 +267,24 @@ def answer_is_greedy(
     return _score_packed(model, prompts, answers, batch_size)[1]
 
 
+def read_packed(
+    logits: Float[Tensor, "row kept vocab"], reads: Int[Tensor, "read 4"], n_rows: int, k: int
+) -> tuple[Float[Tensor, "row k"], Float[Tensor, "row k"], Bool[Tensor, "row k"]]:
+    """Sum the answer tokens' log-probs read from a packed forward (see :class:`PackedBatch`).
+
+    Returns ``(logprob sums, tokens that are not the argmax, which slots were scored)``, each
+    ``[row, k]`` on the logits' device.
+    """
+    row, pos, tok, slot = reads.to(logits.device).unbind(-1)
+    token_lps = torch.log_softmax(logits[row, pos].float(), dim=-1)
+    sums = torch.zeros(n_rows, k, dtype=torch.float64, device=logits.device)
+    sums.index_put_((row, slot), token_lps.gather(-1, tok[:, None])[:, 0].double(), accumulate=True)
+    misses = torch.zeros_like(sums)
+    misses.index_put_((row, slot), (token_lps.argmax(-1) != tok).double(), accumulate=True)
+    scored = torch.zeros_like(sums, dtype=torch.bool).index_put_((row, slot), torch.tensor(True))
+    return sums, misses, scored
+
+
 @torch.inference_mode()
 def _score_packed(
     model, prompts, answers, batch_size=None, labels=None, progress=False, boundary="raise"
@@ -294,16 +312,7 @@ def _score_packed(
             position_ids=packed.positions.to(device),
             logits_to_keep=packed.n_keep,
         )
-        row, pos, tok, slot = packed.reads.to(device).unbind(-1)
-        read = torch.log_softmax(logits[row, pos].float(), dim=-1)
-        token_lp = read.gather(-1, tok[:, None])[:, 0]
-        sums = torch.zeros(len(chunk), out.shape[1], dtype=torch.float64, device=device)
-        sums.index_put_((row, slot), token_lp.double(), accumulate=True)
-        misses = torch.zeros_like(sums)  # answer tokens that are not the argmax
-        misses.index_put_((row, slot), (read.argmax(-1) != tok).double(), accumulate=True)
-        scored = torch.zeros_like(sums, dtype=torch.bool).index_put_(
-            (row, slot), torch.tensor(True)
-        )
+        sums, misses, scored = read_packed(logits, packed.reads, len(chunk), out.shape[1])
         rows = torch.tensor(chunk)
         out[rows] = torch.where(scored, sums, out[rows].to(device)).cpu()
         greedy[rows] = (scored & (misses == 0)).cpu()

@@ -29,6 +29,7 @@ from tslens.scoring import (
     pack_answers,
     pad_token_id,
     prompt_token_ids,
+    read_packed,
 )
 
 
@@ -73,8 +74,9 @@ def patched_answer_logprobs(
         chunk = list(range(start, min(start + prompts_per_chunk, len(prompts))))
         prefix = left_pad([prompt_ids[i][:-1] for i in chunk], pad, device)
         _, cache = forward_prefix(model, prefix)
-        for v0 in range(0, n_var, max(1, rows_per_forward // len(chunk))):
-            variants = torch.arange(v0, min(v0 + max(1, rows_per_forward // len(chunk)), n_var))
+        variants_per_forward = max(1, rows_per_forward // len(chunk))
+        for v0 in range(0, n_var, variants_per_forward):
+            variants = torch.arange(v0, min(v0 + variants_per_forward, n_var))
             out[chunk, v0 : v0 + len(variants)] = _continue(
                 model, cache, prefix, [prompt_ids[i][-1] for i in chunk],
                 [answer_ids[i] for i in chunk], layers[variants], vectors[variants], mode, kind,
@@ -108,10 +110,7 @@ def _continue(model, cache, prefix, last_tokens, answer_ids, layers, vectors, mo
             position_ids=positions,
             past_key_values=row_cache,
         )
-    row, pos, tok, slot = packed.reads.to(device).unbind(-1)
-    token_lp = torch.log_softmax(logits[row, pos].float(), dim=-1).gather(-1, tok[:, None])
-    sums = torch.zeros(len(rows), len(answer_ids[0]), dtype=torch.float64, device=device)
-    sums.index_put_((row, slot), token_lp[:, 0].double(), accumulate=True)
+    sums, _, _ = read_packed(logits, packed.reads, len(rows), len(answer_ids[0]))
     return sums.view(n_p, n_v, -1).cpu()
 
 
