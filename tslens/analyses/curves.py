@@ -44,9 +44,13 @@ class MixtureCurve:
     both_share: Float[Tensor, " share"] | None = None
     last_demo_gap: Float[Tensor, " share"] | None = None
 
+    def index_of(self, share: float) -> int:
+        """Index of the measured share closest to ``share``."""
+        return min(range(len(self.shares)), key=lambda j: abs(self.shares[j] - share))
+
     def at(self, share: float) -> tuple[float, float, float]:
         """``(P(task 0), P(task 1), other)`` at the share closest to ``share``."""
-        i = min(range(len(self.shares)), key=lambda j: abs(self.shares[j] - share))
+        i = self.index_of(share)
         return (*self.probs[i].tolist(), self.other[i].item())
 
     def to_json(self) -> dict[str, Any]:

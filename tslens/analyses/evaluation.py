@@ -52,10 +52,7 @@ class Evaluation:
 
 
 def _at(curve: MixtureCurve, values) -> float | None:
-    if values is None:
-        return None
-    i = min(range(len(curve.shares)), key=lambda j: abs(curve.shares[j] - 0.5))
-    return values[i].item()
+    return None if values is None else values[curve.index_of(0.5)].item()
 
 
 def evaluate_model(

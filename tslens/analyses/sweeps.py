@@ -38,13 +38,16 @@ def lambda_points(lambdas: Sequence[float]) -> Float[Tensor, "point 2"]:
 
 
 def simplex_path(
-    start: Sequence[float], end: Sequence[float], n_points: int = 11
+    start: Sequence[float], end: Sequence[float], steps: int | Sequence[float] = 11
 ) -> Float[Tensor, "point k"]:
-    """``n_points`` evenly spaced from ``start`` to ``end`` on the simplex, e.g. the paper's
-    (1/3, 1/3, 1/3) -> (0, 1/2, 1/2)."""
+    """Points from ``start`` to ``end`` on the simplex, e.g. the paper's (1/3, 1/3, 1/3) ->
+    (0, 1/2, 1/2): ``steps`` evenly spaced points, or one point per position t in [0, 1]."""
     a, b = torch.tensor(start, dtype=torch.float64), torch.tensor(end, dtype=torch.float64)
-    t = torch.linspace(0, 1, n_points, dtype=torch.float64)[:, None]
-    return (1 - t) * a + t * b
+    if isinstance(steps, int):
+        t = torch.linspace(0, 1, steps, dtype=torch.float64)
+    else:
+        t = torch.tensor(list(steps), dtype=torch.float64)
+    return (1 - t[:, None]) * a + t[:, None] * b
 
 
 @dataclass

@@ -90,9 +90,7 @@ def parse_lambdas(spec: str) -> list[float]:
 def sweep_points(lambdas: list[float], k: int) -> torch.Tensor:
     if k == 2:
         return lambda_points(lambdas)
-    uniform, edge = [1 / k] * k, [0.0] + [1 / (k - 1)] * (k - 1)
-    path = simplex_path(uniform, edge, 2)
-    return torch.stack([(1 - lam) * path[0] + lam * path[1] for lam in lambdas])
+    return simplex_path([1 / k] * k, [0.0] + [1 / (k - 1)] * (k - 1), lambdas)
 
 
 def run(args: argparse.Namespace) -> int:
