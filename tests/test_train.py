@@ -100,6 +100,7 @@ def test_train_cli_flags_recipe_and_errors(tmp_path, capsys):
         (["--d-model", "30", "--n-heads", "4"], "not divisible"),
         (["--recipe", str(tmp_path / "missing.toml")], "cannot read recipe"),
         (["--architecture", "rwkv"], "unknown architecture"),
+        (["--tasks", "plus2,ret2", "--batch-size", "1"], "each task kind"),
     ]:
         assert main(["train", *bad, "--out", str(tmp_path / "x")]) == 2
         err = capsys.readouterr().err.strip()

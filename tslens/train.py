@@ -107,7 +107,6 @@ def make_batch(
     return [
         synthetic_batch(tokenizer, kind, params, n, recipe.n_demos, generator)
         for (kind, params), n in zip(groups.items(), shares, strict=True)
-        if n > 0
     ]
 
 

@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         raise TslensError(f"d_model {recipe.d_model} is not divisible by n_heads {recipe.n_heads}")
     if min(recipe.steps, recipe.batch_size, recipe.n_demos, recipe.n_layers) < 1:
         raise TslensError("steps, batch_size, n_demos and n_layers must be >= 1")
+    if recipe.batch_size < len(recipe.task_groups()):
+        raise TslensError("batch_size must hold at least one sequence of each task kind")
     if min(recipe.eval_prompts, 1 + recipe.n_ctx - max_sequence_length(recipe)) < 1:
         raise TslensError(
             f"n_ctx {recipe.n_ctx} is shorter than a training sequence "
