@@ -143,6 +143,7 @@ def build_mixture_prompts(
     seed: int = 0,
     template: str | Template | None = None,
     sampling: str = "exact",
+    shuffle_labels: bool = False,
 ) -> list[MixturePrompt]:
     """Build ``n_prompts`` mixture prompts.
 
@@ -157,6 +158,10 @@ def build_mixture_prompts(
             family's default.
         sampling: ``"exact"`` (counts by largest remainder, shuffled) or ``"iid"`` (each
             demonstration's task drawn independently with the weights).
+        shuffle_labels: permute the demonstrations' labels among them (the corrupted prompts
+            of Todd et al.): same inputs, query and answers as without, but no input-label
+            mapping left to learn. The permutation has its own generator, so prompt ``i`` is
+            otherwise identical to the unshuffled prompt ``i``.
 
     Returns:
         The prompts; each query is never among its prompt's demonstrations and its K answers
@@ -191,10 +196,10 @@ def build_mixture_prompts(
         else:
             demo_tasks = rng.choice(len(tasks), size=n_examples, p=w)
         xs = _sample_demo_inputs(tasks, pool, rng, n_examples, query)
-        lines = [
-            tmpl.demo.replace("{x}", x).replace("{y}", tasks[k].answer(x))
-            for x, k in zip(xs, demo_tasks, strict=True)
-        ]
+        ys = [tasks[k].answer(x) for x, k in zip(xs, demo_tasks, strict=True)]
+        if shuffle_labels:
+            ys = [ys[j] for j in np.random.default_rng([seed, i, 1]).permutation(len(ys))]
+        lines = [tmpl.demo.replace("{x}", x).replace("{y}", y) for x, y in zip(xs, ys, strict=True)]
         query_text, answer_prefix = tmpl.query_and_answer_prefix(query)
         prompts.append(
             MixturePrompt(

@@ -51,6 +51,8 @@ def patched_answer_logprobs(
     kind: str = "resid_post",
     batch_size: int | None = None,
     progress: bool = False,
+    heads: Int[Tensor, " variant"] | None = None,
+    per_prompt: bool = False,
 ) -> Float[Tensor, "prompt variant k"]:
     """log P(answer | prompt, patch) for every prompt, variant and answer (float64, CPU).
 
@@ -61,9 +63,15 @@ def patched_answer_logprobs(
             2-D ``layers[variant, j]`` with ``vectors[variant, j]`` patches several layers.
         mode, kind: as in :func:`tslens.hooks.patch.patching`.
         batch_size: variant rows per continuation forward (default: 16x the scoring default).
+        heads: per variant, the attention head whose ``z`` the vector replaces (``kind="z"``,
+            vectors ``[variant, d_head]``): per-head activation patching.
+        per_prompt: ``vectors`` is ``[prompt, variant, ...]``, a patch per prompt and variant
+            (e.g. each prompt's own clean activation).
     """
     prompt_ids, answer_ids = _prepare(model, prompts, answers)
     layers = torch.as_tensor(layers)
+    if not per_prompt:
+        vectors = vectors.expand(len(prompts), *vectors.shape)  # a view, no copy
     n_var, k = len(layers), len(answers[0])
     rows_per_forward = batch_size or 16 * default_batch_size(model)
     out = torch.empty(len(prompts), n_var, k, dtype=torch.float64)
@@ -79,46 +87,96 @@ def patched_answer_logprobs(
             variants = torch.arange(v0, min(v0 + variants_per_forward, n_var))
             out[chunk, v0 : v0 + len(variants)] = _continue(
                 model, cache, prefix, [prompt_ids[i][-1] for i in chunk],
-                [answer_ids[i] for i in chunk], layers[variants], vectors[variants], mode, kind,
+                [answer_ids[i] for i in chunk], layers[variants], vectors[chunk][:, variants],
+                mode, kind, None if heads is None else torch.as_tensor(heads)[variants],
             )  # fmt: skip
     return out
 
 
-def _continue(model, cache, prefix, last_tokens, answer_ids, layers, vectors, mode, kind):
-    """Continue every prompt of the chunk with every given variant: rows are prompt-major."""
+def _continue(model, cache, prefix, last_tokens, answer_ids, layers, vectors, mode, kind, heads):
+    """Continue every prompt of the chunk with every given variant (``vectors`` is
+    ``[prompt, variant, ...]``).
+
+    Row ``p`` of the forward holds, behind the cached prefix of prompt ``p``, one segment per
+    variant: the final token, then the answers packed as in :func:`pack_answers`. A block
+    mask lets each segment see the prefix and itself only, and its positions restart after
+    the prefix, so each segment is scored exactly as if it were alone; the patch of variant
+    ``j`` hits the first column of segment ``j``. The prefix cache is used as it is: nothing
+    is repeated per variant."""
     n_p, n_v = len(last_tokens), len(layers)
     device = model.cfg.device
-    rows = torch.arange(n_p, device=device).repeat_interleave(n_v)
-    row_cache = _repeat_cache(cache, rows)  # a continuation appends to the cache it is given
-    # The continuation is a one-token "prompt" (the final token) with the answers behind it.
-    packed = pack_answers(
-        [[last_tokens[p]] for p in range(n_p) for _ in range(n_v)],
-        [answer_ids[p] for p in range(n_p) for _ in range(n_v)],
-        pad_token_id(model),
-    )
-    width = prefix.ids.shape[1]
-    see_prefix = torch.zeros(len(rows), 1, packed.ids.shape[1], width)
-    see_prefix.masked_fill_(prefix.mask[rows].cpu()[:, None, None, :] == 0, torch.finfo().min)
-    mask = torch.cat([see_prefix, packed.mask], dim=-1).to(device)
-    positions = (packed.positions + prefix.lengths[rows].cpu()[:, None]).to(device)
+    segment = pack_answers([[t] for t in last_tokens], answer_ids, pad_token_id(model))
+    s = segment.ids.shape[1]  # the final token, then every answer's tokens but the last
+    ids = segment.ids.repeat(1, n_v)
+    positions = segment.positions.repeat(1, n_v) + prefix.lengths.cpu()[:, None]
+    blocks = torch.block_diag(*[torch.ones(s, s)] * n_v).bool()
+    own = segment.mask[:, 0].repeat(1, n_v, n_v)  # [p, v*s, v*s]; only the diagonal blocks
+    own = own.masked_fill(~blocks, torch.finfo(own.dtype).min)
+    see_prefix = torch.zeros(n_p, n_v * s, prefix.ids.shape[1])
+    see_prefix.masked_fill_(prefix.mask.cpu()[:, None, :] == 0, torch.finfo().min)
+    mask = torch.cat([see_prefix, own], dim=-1)[:, None].to(device)
+    entry_rows = torch.arange(n_p).repeat_interleave(n_v)  # patch (p, j) -> batch row p
+    entry_columns = (torch.arange(n_v) * s).repeat(n_p)
     row_layers = layers.repeat(n_p, *[1] * (layers.ndim - 1))
-    row_vectors = vectors.repeat(n_p, *[1] * (vectors.ndim - 1))
-    with patching(model, row_layers, row_vectors, 0, mode, kind):
+    row_heads = None if heads is None else heads.repeat(n_p)
+    run_cache = copy.deepcopy(cache)  # a continuation appends to the cache it is given
+    with patching(model, row_layers, vectors.flatten(0, 1), entry_columns, mode, kind,
+                  row_heads, rows=entry_rows):  # fmt: skip
         logits = model(
-            packed.ids.to(device),
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=row_cache,
-        )
-    sums, _, _ = read_packed(logits, packed.reads, len(rows), len(answer_ids[0]))
+            ids.to(device), attention_mask=mask, position_ids=positions.to(device),
+            past_key_values=run_cache,
+        )  # fmt: skip
+    # segment j of row p becomes row p * n_v + j of s kept positions, as pack_answers reads it
+    row, pos, tok, slot = segment.reads.unbind(-1)
+    reads = torch.stack(
+        [(row * n_v)[:, None] + torch.arange(n_v), pos[:, None].expand(-1, n_v),
+         tok[:, None].expand(-1, n_v), slot[:, None].expand(-1, n_v)], dim=-1,
+    ).flatten(0, 1)  # fmt: skip
+    sums, _, _ = read_packed(logits.view(n_p * n_v, s, -1), reads, n_p * n_v, len(answer_ids[0]))
     return sums.view(n_p, n_v, -1).cpu()
 
 
-def _repeat_cache(cache, rows):
-    """A copy of ``cache`` with its batch rows taken in the order ``rows`` (repeats allowed)."""
-    repeated = copy.deepcopy(cache)
-    repeated.batch_select_indices(rows)
-    return repeated
+@torch.inference_mode()
+def patched_answer_logprobs_loop(
+    model,
+    prompts: Sequence[str],
+    answers: Sequence[Sequence[str]],
+    layers: Int[Tensor, " variant"],
+    vectors: Float[Tensor, "variant d"] | Float[Tensor, "prompt variant d"],
+    mode: str = "replace",
+    kind: str = "resid_post",
+    batch_size: int | None = None,
+    heads: Int[Tensor, " variant"] | None = None,
+    per_prompt: bool = False,
+) -> Float[Tensor, "prompt variant k"]:
+    """What existing tools do (TransformerLens ``patching``, the function-vector code): one
+    hooked forward of all prompts per variant, no shared prefix. Each forward packs the
+    answers behind their prompts as the scorer does, so it is exact too; the baseline that
+    :func:`patched_answer_logprobs` is measured against. Arguments as there."""
+    prompt_ids, answer_ids = _prepare(model, prompts, answers)
+    layers = torch.as_tensor(layers)
+    if not per_prompt:
+        vectors = vectors.expand(len(prompts), *vectors.shape)
+    out = torch.empty(len(prompts), len(layers), len(answers[0]), dtype=torch.float64)
+    batch_size = batch_size or default_batch_size(model)
+    device, pad = model.cfg.device, pad_token_id(model)
+    for start in range(0, len(prompts), batch_size):
+        rows = list(range(start, min(start + batch_size, len(prompts))))
+        packed = pack_answers([prompt_ids[i] for i in rows], [answer_ids[i] for i in rows], pad)
+        final = max(len(prompt_ids[i]) for i in rows) - 1  # every prompt ends at this column
+        for v in range(len(layers)):
+            head = None if heads is None else torch.as_tensor(heads)[v].expand(len(rows))
+            with patching(
+                model, layers[v].expand(len(rows)), vectors[rows, v], final, mode, kind, head
+            ):
+                logits = model(
+                    packed.ids.to(device),
+                    attention_mask=packed.mask.to(device),
+                    position_ids=packed.positions.to(device),
+                    logits_to_keep=packed.n_keep,
+                )
+            out[rows, v] = read_packed(logits, packed.reads, len(rows), out.shape[2])[0].cpu()
+    return out
 
 
 @torch.inference_mode()

@@ -35,3 +35,20 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def add_prompt_args(parser: argparse.ArgumentParser, n_prompts: int) -> None:
+    """``--n-prompts/--n-examples/--seed/--template`` for commands built on mixture prompts."""
+    parser.add_argument("--n-prompts", type=positive_int, default=n_prompts,
+                        help=f"prompts per measurement (default: {n_prompts})")  # fmt: skip
+    parser.add_argument("--n-examples", type=positive_int, default=None,
+                        help="demonstrations per in-context prompt (default: 20 for the shipped "
+                        "model's tasks, else 30)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--template", default=None, help="arrow, qa, example, gt, or '{x}->{y}'")
+
+
+def default_n_examples(tasks) -> int:
+    """20 demonstrations for the character tasks the shipped model was trained on (its
+    context holds them), 30 otherwise."""
+    return 20 if tasks[0].family.name in ("digit", "letters8") else 30

@@ -11,7 +11,7 @@ import torch
 from tslens.analyses.geometry import vector_geometry
 from tslens.analyses.sweeps import lambda_points, patch_sweep, simplex_path
 from tslens.analyses.task_vectors import TaskVectors, task_vectors
-from tslens.cli.common import add_model_args, model_from_args, positive_int
+from tslens.cli.common import add_model_args, add_prompt_args, default_n_examples, model_from_args
 from tslens.errors import TslensError
 from tslens.hooks.names import check_layers
 from tslens.io import write_json_atomic
@@ -31,13 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--layers", default="all", help="all, a:b (layers a..b-1) or l1,l2,...")
     parser.add_argument("--lambdas", default="0:1:11", help="start:stop:count or a list 0,0.5,1")
     parser.add_argument("--mode", default="replace", choices=["replace", "add"])
-    parser.add_argument("--n-prompts", type=positive_int, default=50, help="prompts per vector "
-                        "and zero-shot queries per variant")  # fmt: skip
-    parser.add_argument("--n-examples", type=positive_int, default=None,
-                        help="demonstrations per in-context prompt (default: 20 for the shipped "
-                        "model's tasks, else 30)")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--template", default=None, help="arrow, qa, example, gt, or '{x}->{y}'")
+    add_prompt_args(parser, 50)
     parser.add_argument(
         "--vectors",
         type=Path,
@@ -101,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     lambdas = parse_lambdas(args.lambdas)
     model = model_from_args(args)
     layers = check_layers(model, parse_layers(args.layers, model.cfg.n_layers))
-    n_examples = args.n_examples or (20 if tasks[0].family.name in ("digit", "letters8") else 30)
+    n_examples = args.n_examples or default_n_examples(tasks)
     if args.vectors and args.vectors.exists():
         vectors = TaskVectors.load(args.vectors, model)
         vectors.select(names)

@@ -39,33 +39,46 @@ def patching(
     position: int | Int[Tensor, " row"] = -1,
     mode: str = "replace",
     kind: str = "resid_post",
+    heads: Int[Tensor, " row"] | Int[Tensor, "row m"] | None = None,
+    rows: Int[Tensor, " row"] | None = None,
 ) -> Iterator[None]:
     """Within the block, every forward's row ``r`` gets ``vectors[r]`` written into (or, with
     ``mode="add"``, added to) the ``kind`` activation of layer ``layers[r]`` at ``position``
     (an index of the forward's sequence axis, one for all rows or one per row). Rows with
     layer -1 are left alone. For multi-layer patches give ``layers[r, j]`` and
-    ``vectors[r, j]`` (layer -1 pads). Hooks are removed on exit, also after an error.
+    ``vectors[r, j]`` (layer -1 pads). With ``heads`` (``kind="z"`` only) the vectors are
+    ``[row, (m,) d_head]`` and go into head ``heads[r]`` alone, the other heads untouched.
+    With ``rows``, patch ``r`` goes to batch row ``rows[r]`` instead of row ``r``, so one row
+    can take several patches at different positions. Hooks are removed on exit, also after
+    an error.
     """
     if mode not in MODES:
         raise TslensError(f"unknown patch mode {mode!r}; use replace or add")
+    if heads is not None and kind != "z":
+        raise ValueError("per-head patches act on the z hook (kind='z')")
     layers = torch.as_tensor(layers)
     if layers.ndim == 1:
         layers, vectors = layers[:, None], vectors[:, None]
-    if layers.shape != vectors.shape[:2]:
-        raise ValueError("one layer per patched row (and slot)")
+        heads = None if heads is None else torch.as_tensor(heads)[:, None]
+    if layers.shape != vectors.shape[:2] or (heads is not None and heads.shape != layers.shape):
+        raise ValueError("one layer (and head) per patched row (and slot)")
     wanted = sorted({int(layer) for layer in layers.flatten().tolist() if layer >= 0})
     check_layers(model, wanted)
     positions = torch.as_tensor(position).expand(len(layers))
+    batch_rows = torch.arange(len(layers)) if rows is None else torch.as_tensor(rows)
 
     def patch_at(layer: int):
-        rows, slots = (layers == layer).nonzero(as_tuple=True)
+        patches, slots = (layers == layer).nonzero(as_tuple=True)
+        where = (batch_rows[patches], positions[patches])
+        where += () if heads is None else (heads[patches, slots],)
+        new_cpu = vectors[patches, slots]
 
         def hook(act: Tensor, hook) -> Tensor:
-            r, p = rows.to(act.device), positions[rows].to(act.device)
-            new = vectors[rows, slots].to(device=act.device, dtype=act.dtype)
+            at = tuple(i.to(act.device) for i in where)
+            new = new_cpu.to(device=act.device, dtype=act.dtype)
             if mode == "add":
-                new = act[r, p] + new
-            return act.index_put((r, p), new)  # not in place: autograd-safe
+                new = act[at] + new
+            return act.index_put(at, new)  # not in place: autograd-safe
 
         return hook
 

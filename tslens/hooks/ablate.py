@@ -1,0 +1,62 @@
+"""Ablate attention heads: overwrite a head's ``z`` (its output before ``W_O``) with a fixed
+value (zero ablation), the head's mean (mean ablation) or its value on another prompt
+(resample ablation); the values are computed by the caller, see
+:mod:`tslens.analyses.ablation`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from tslens.errors import TslensError
+from tslens.hooks.names import check_layers, hook_name
+
+
+def parse_head(spec: str, model=None) -> tuple[int, int]:
+    """``"3.1"`` -> ``(3, 1)`` (layer 3, head 1), checked against ``model`` if given."""
+    try:
+        layer, head = (int(x) for x in spec.strip().split("."))
+    except ValueError:
+        raise TslensError(f"cannot read head {spec!r}: write LAYER.HEAD, e.g. 3.1") from None
+    if model is not None:
+        check_layers(model, [layer])
+        if not 0 <= head < model.cfg.n_heads:
+            raise TslensError(f"head {spec}: layer {layer} has heads 0..{model.cfg.n_heads - 1}")
+    return layer, head
+
+
+@contextmanager
+def ablating(
+    model,
+    values: Mapping[tuple[int, int], Float[Tensor, "... d_head"]],
+    columns: Int[Tensor, " col"] | None = None,
+) -> Iterator[None]:
+    """Within the block, head ``(layer, head)``'s ``z`` at the sequence positions ``columns``
+    (default: all) is replaced by ``values[(layer, head)]``, broadcast to
+    ``[batch, col, d_head]`` (a ``[d_head]`` mean, a ``[batch, col, d_head]`` resample, or a
+    zero tensor). Hooks are removed on exit, also after an error."""
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in values:
+        by_layer.setdefault(layer, []).append(head)
+    check_layers(model, list(by_layer))
+
+    def replace_at(layer: int):
+        heads = by_layer[layer]
+
+        def hook(act: Tensor, hook) -> Tensor:
+            act = act.clone()  # not in place: the hook's input may be needed elsewhere
+            cols = torch.arange(act.shape[1]) if columns is None else columns
+            cols = cols.to(act.device)
+            for head in heads:
+                new = values[(layer, head)].to(device=act.device, dtype=act.dtype)
+                act[:, cols, head] = new.expand(act.shape[0], len(cols), act.shape[-1])
+            return act
+
+        return hook
+
+    with model.hooks(fwd_hooks=[(hook_name("z", layer), replace_at(layer)) for layer in by_layer]):
+        yield
