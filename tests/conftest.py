@@ -19,6 +19,14 @@ def gpt2():
 
 
 @pytest.fixture(scope="session")
+def shipped():
+    """The embedded default model (trained: its answer probabilities are far from uniform)."""
+    from tslens.models import load_model
+
+    return load_model(device="cpu")
+
+
+@pytest.fixture(scope="session")
 def tiny_char_dir(tmp_path_factory):
     from tslens.charlm import build_char_model
 

@@ -4,7 +4,6 @@ superposes them, and its task vectors move its answers."""
 
 import json
 
-import pytest
 import torch
 
 from tslens.analyses.curves import mixture_curve, task_accuracy
@@ -12,17 +11,12 @@ from tslens.analyses.patching import patched_answer_logprobs
 from tslens.analyses.sweeps import patch_sweep
 from tslens.analyses.task_vectors import task_vectors
 from tslens.hooks.capture import capture_activations
-from tslens.models import DEFAULT_MODEL, PACKAGED_MODELS, load_model
+from tslens.models import DEFAULT_MODEL, PACKAGED_MODELS
 from tslens.prompts import build_mixture_prompts, build_query_prompts
 from tslens.tasks import resolve_tasks
 from tslens.train import Recipe
 
 SHIPPED = PACKAGED_MODELS / DEFAULT_MODEL
-
-
-@pytest.fixture(scope="module")
-def shipped():
-    return load_model(device="cpu")
 
 
 def test_default_model_is_the_shipped_trained_model():
