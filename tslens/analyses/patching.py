@@ -13,13 +13,15 @@ prompt, variant and answer; the two agree to float32 precision (tested).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tslens.hooks.capture import capturing
 from tslens.hooks.patch import patching
 from tslens.scoring import (
     answer_token_ids,
@@ -82,58 +84,118 @@ def patched_answer_logprobs(
         chunk = list(range(start, min(start + prompts_per_chunk, len(prompts))))
         prefix = left_pad([prompt_ids[i][:-1] for i in chunk], pad, device)
         _, cache = forward_prefix(model, prefix)
+        layout = _Segments(model, prefix, [prompt_ids[i][-1] for i in chunk],
+                           [answer_ids[i] for i in chunk])  # fmt: skip
+        residuals = layout.residuals(model, cache) if int(layers.max()) > 0 else None
         variants_per_forward = max(1, rows_per_forward // len(chunk))
         for v0 in range(0, n_var, variants_per_forward):
             variants = torch.arange(v0, min(v0 + variants_per_forward, n_var))
-            out[chunk, v0 : v0 + len(variants)] = _continue(
-                model, cache, prefix, [prompt_ids[i][-1] for i in chunk],
-                [answer_ids[i] for i in chunk], layers[variants], vectors[chunk][:, variants],
-                mode, kind, None if heads is None else torch.as_tensor(heads)[variants],
+            out[chunk, v0 : v0 + len(variants)] = layout.run(
+                model, cache, residuals, layers[variants], vectors[chunk][:, variants], mode,
+                kind, None if heads is None else torch.as_tensor(heads)[variants],
             )  # fmt: skip
     return out
 
 
-def _continue(model, cache, prefix, last_tokens, answer_ids, layers, vectors, mode, kind, heads):
-    """Continue every prompt of the chunk with every given variant (``vectors`` is
-    ``[prompt, variant, ...]``).
+class _Segments:
+    """The continuation of a chunk of prompts with many variants in one forward.
 
-    Row ``p`` of the forward holds, behind the cached prefix of prompt ``p``, one segment per
-    variant: the final token, then the answers packed as in :func:`pack_answers`. A block
-    mask lets each segment see the prefix and itself only, and its positions restart after
-    the prefix, so each segment is scored exactly as if it were alone; the patch of variant
-    ``j`` hits the first column of segment ``j``. The prefix cache is used as it is: nothing
-    is repeated per variant."""
-    n_p, n_v = len(last_tokens), len(layers)
-    device = model.cfg.device
-    segment = pack_answers([[t] for t in last_tokens], answer_ids, pad_token_id(model))
-    s = segment.ids.shape[1]  # the final token, then every answer's tokens but the last
-    ids = segment.ids.repeat(1, n_v)
-    positions = segment.positions.repeat(1, n_v) + prefix.lengths.cpu()[:, None]
-    blocks = torch.block_diag(*[torch.ones(s, s)] * n_v).bool()
-    own = segment.mask[:, 0].repeat(1, n_v, n_v)  # [p, v*s, v*s]; only the diagonal blocks
-    own = own.masked_fill(~blocks, torch.finfo(own.dtype).min)
-    see_prefix = torch.zeros(n_p, n_v * s, prefix.ids.shape[1])
-    see_prefix.masked_fill_(prefix.mask.cpu()[:, None, :] == 0, torch.finfo().min)
-    mask = torch.cat([see_prefix, own], dim=-1)[:, None].to(device)
-    entry_rows = torch.arange(n_p).repeat_interleave(n_v)  # patch (p, j) -> batch row p
-    entry_columns = (torch.arange(n_v) * s).repeat(n_p)
-    row_layers = layers.repeat(n_p, *[1] * (layers.ndim - 1))
-    row_heads = None if heads is None else heads.repeat(n_p)
-    run_cache = copy.deepcopy(cache)  # a continuation appends to the cache it is given
-    with patching(model, row_layers, vectors.flatten(0, 1), entry_columns, mode, kind,
-                  row_heads, rows=entry_rows):  # fmt: skip
-        logits = model(
-            ids.to(device), attention_mask=mask, position_ids=positions.to(device),
-            past_key_values=run_cache,
-        )  # fmt: skip
-    # segment j of row p becomes row p * n_v + j of s kept positions, as pack_answers reads it
-    row, pos, tok, slot = segment.reads.unbind(-1)
-    reads = torch.stack(
-        [(row * n_v)[:, None] + torch.arange(n_v), pos[:, None].expand(-1, n_v),
-         tok[:, None].expand(-1, n_v), slot[:, None].expand(-1, n_v)], dim=-1,
-    ).flatten(0, 1)  # fmt: skip
-    sums, _, _ = read_packed(logits.view(n_p * n_v, s, -1), reads, n_p * n_v, len(answer_ids[0]))
-    return sums.view(n_p, n_v, -1).cpu()
+    Row ``p`` holds, behind the cached prefix of prompt ``p``, one segment per variant: the
+    final token, then the answers packed as in :func:`pack_answers`. A block mask lets each
+    segment see the prefix and itself only, and its positions restart after the prefix, so
+    each segment is scored exactly as if it were alone; the patch of variant ``j`` hits the
+    first column of segment ``j``. The prefix cache is used as it is, never repeated.
+
+    Below the lowest patched layer every segment is the same unpatched computation, so those
+    blocks are skipped: the unpatched segment's residual is computed once (:meth:`residuals`)
+    and the forward starts at that layer (``start_at_layer``).
+    """
+
+    def __init__(self, model, prefix, last_tokens, answer_ids) -> None:
+        self.prefix, self.n_p = prefix, len(last_tokens)
+        self.segment = pack_answers([[t] for t in last_tokens], answer_ids, pad_token_id(model))
+        self.s = self.segment.ids.shape[1]  # the final token, then the answers' tokens
+        self.k = len(answer_ids[0])
+
+    def inputs(self, n_v: int):
+        """``ids, mask, positions`` for ``n_v`` segments per row (on the CPU)."""
+        segment, prefix, s = self.segment, self.prefix, self.s
+        ids = segment.ids.repeat(1, n_v)
+        positions = segment.positions.repeat(1, n_v) + prefix.lengths.cpu()[:, None]
+        blocks = torch.block_diag(*[torch.ones(s, s)] * n_v).bool()
+        own = segment.mask[:, 0].repeat(1, n_v, n_v)  # [p, v*s, v*s]; only diagonal blocks
+        own = own.masked_fill(~blocks, torch.finfo(own.dtype).min)
+        see_prefix = torch.zeros(self.n_p, n_v * s, prefix.ids.shape[1])
+        see_prefix.masked_fill_(prefix.mask.cpu()[:, None, :] == 0, torch.finfo().min)
+        return ids, torch.cat([see_prefix, own], dim=-1)[:, None], positions
+
+    def residuals(self, model, cache) -> Float[Tensor, "prompt layer s d_model"]:
+        """The unpatched segment's residual entering every block."""
+        ids, mask, positions = self.inputs(1)
+        layers = range(model.cfg.n_layers)
+        device = model.cfg.device
+        with capturing(model, ("resid_pre",), layers, range(-self.s, 0)) as store:
+            model(
+                ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                past_key_values=copy.deepcopy(cache),
+            )  # fmt: skip
+        return torch.stack(store["resid_pre"], dim=1)
+
+    def run(self, model, cache, residuals, layers, vectors, mode, kind, heads):
+        """log P of every answer under every variant: ``[prompt, variant, k]`` (CPU)."""
+        n_p, n_v, s = self.n_p, len(layers), self.s
+        device = model.cfg.device
+        ids, mask, positions = self.inputs(n_v)
+        entry_rows = torch.arange(n_p).repeat_interleave(n_v)  # patch (p, j) -> batch row p
+        entry_columns = (torch.arange(n_v) * s).repeat(n_p)
+        row_layers = layers.repeat(n_p, *[1] * (layers.ndim - 1))
+        row_heads = None if heads is None else heads.repeat(n_p)
+        first = _lowest_layer(layers) if residuals is not None else 0
+        inputs = ids.to(device) if first == 0 else residuals[:, first].repeat(1, n_v, 1)
+        run_cache = copy.deepcopy(cache)  # a continuation appends to the cache it is given
+        with (
+            patching(model, row_layers, vectors.flatten(0, 1), entry_columns, mode, kind,
+                     row_heads, rows=entry_rows),
+            _skipping_blocks(model, first),
+        ):  # fmt: skip
+            logits = model(
+                inputs, attention_mask=mask.to(device), position_ids=positions.to(device),
+                past_key_values=run_cache, start_at_layer=first or None,
+            )  # fmt: skip
+        # segment j of row p becomes row p * n_v + j of s kept positions, as pack_answers reads
+        row, pos, tok, slot = self.segment.reads.unbind(-1)
+        reads = torch.stack(
+            [(row * n_v)[:, None] + torch.arange(n_v), pos[:, None].expand(-1, n_v),
+             tok[:, None].expand(-1, n_v), slot[:, None].expand(-1, n_v)], dim=-1,
+        ).flatten(0, 1)  # fmt: skip
+        sums, _, _ = read_packed(logits.view(n_p * n_v, s, -1), reads, n_p * n_v, self.k)
+        return sums.view(n_p, n_v, -1).cpu()
+
+
+def _lowest_layer(layers: Tensor) -> int:
+    """The lowest layer any variant patches (0 if a variant patches nothing)."""
+    per_variant = torch.where(layers >= 0, layers, torch.iinfo(layers.dtype).max)
+    per_variant = per_variant.reshape(len(layers), -1).min(-1).values
+    return 0 if (layers.reshape(len(layers), -1) < 0).all(-1).any() else int(per_variant.min())
+
+
+@contextmanager
+def _skipping_blocks(model, first: int) -> Iterator[None]:
+    """Blocks below ``first`` pass their input through untouched (their output would be
+    replaced by ``start_at_layer`` anyway; this saves their compute). Their KV caches get no
+    new entries, which nothing reads: each layer attends to its own cache only."""
+    skipped = list(model.blocks)[:first]
+
+    def identity(*args, **kwargs):
+        return args[0] if args else kwargs["hidden_states"]
+
+    for block in skipped:  # an instance attribute shadows BlockBridge.forward; set it on the
+        object.__setattr__(block, "forward", identity)  # object: the bridge's own setattr
+    try:  # would forward it to the wrapped HF module
+        yield
+    finally:
+        for block in skipped:
+            vars(block).pop("forward", None)
 
 
 @torch.inference_mode()
