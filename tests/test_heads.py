@@ -150,6 +150,9 @@ def test_heads_and_ablate_cli_on_the_tiny_model(tiny_char_dir, tmp_path, capsys)
         scores = torch.tensor(heads["scores"][method])
         assert scores.shape == (2, 2, 2)  # [task, layer, head]
         assert torch.tensor(heads["shares"][method]).shape == (2, 2, 2)  # [layer, head, task]
+        layer_shares = torch.tensor(heads["layer_shares"][method])  # [layer, task]
+        assert layer_shares.shape == (2, 2)
+        assert all(abs(sum(row) - 1) < 1e-6 or sum(row) == 0 for row in layer_shares.tolist())
     fv = heads["function_vectors"]["plus2"]
     assert len(fv["probs_by_layer"]) == 2 and len(fv["heads"]) == 1
     assert (tmp_path / "h" / "heads.html").stat().st_size > 10_000

@@ -134,6 +134,11 @@ class HeadAttribution:
             "scores": {m: s.tolist() for m, s in self.scores.items()},
             "shares": {m: sh.tolist() for m, (sh, _) in shares.items()},
             "n_tasks_served": {m: n.tolist() for m, (_, n) in shares.items()},
+            # per layer: the layer's heads together (positive scores summed over its heads)
+            "layer_shares": {
+                m: task_shares(s.clamp(min=0).sum(-1, keepdim=True))[0][:, 0].tolist()
+                for m, s in self.scores.items()
+            },
             "top_heads": {
                 m: {t: top_heads(s[k]) for k, t in enumerate(self.tasks)}
                 for m, s in self.scores.items()
