@@ -2,6 +2,7 @@
 
 import itertools
 
+import pytest
 import torch
 
 from tslens.analyses.mixture import tasks_solved
@@ -39,3 +40,25 @@ def test_tasks_solved_matches_definition(tiny_char):
     everything = answer_logprobs(tiny_char, [prompt], [sorted(set(cands) | {"4", "9"})])[0]
     kth = everything.topk(2).values[-1]
     assert torch.equal(solved[0], lp[0] >= kth)
+
+
+@pytest.mark.parametrize("max_new_tokens", [1, 3])
+def test_branch_decoding_scores_its_answers_exactly(shipped, max_new_tokens):
+    from tslens.complete import branch_complete_answers
+    from tslens.prompts import build_mixture_prompts
+    from tslens.scoring import answer_logprobs
+    from tslens.tasks import resolve_tasks
+
+    prompts = build_mixture_prompts(resolve_tasks("plus2,plus5"), None, 3, 20, seed=0)
+    texts = [p.text for p in prompts]
+    found = branch_complete_answers(shipped, texts, width=3, max_new_tokens=max_new_tokens,
+                                    finish_at_max=True)  # fmt: skip
+    # the shipped model never learned to emit the newline: nothing completes without the flag
+    assert branch_complete_answers(shipped, texts, width=3, max_new_tokens=2) == [[], [], []]
+    for text, answers in zip(texts, found, strict=True):
+        assert len(answers) == 3 and all(len(a) == max_new_tokens for a, _ in answers)
+        assert len({a[0] for a, _ in answers}) == 3  # one branch per distinct first token
+        probs = [p for _, p in answers]
+        assert probs == sorted(probs, reverse=True)
+        exact = answer_logprobs(shipped, [text], [[a for a, _ in answers]]).exp()[0]
+        assert torch.allclose(torch.tensor(probs, dtype=torch.float64), exact, rtol=1e-4)

@@ -115,3 +115,78 @@ def _texts(tokenizer, found, width: int, stop: str) -> list[str]:
         if text and text not in texts:
             texts.append(text)
     return texts[:width]
+
+
+@torch.inference_mode()
+def branch_complete_answers(
+    model,
+    prompts: Sequence[str],
+    width: int = 4,
+    max_new_tokens: int = 12,
+    stop: str = "\n",
+    batch_size: int | None = None,
+    finish_at_max: bool = False,
+) -> list[list[tuple[str, float]]]:
+    """Decoding that keeps the superposition: one branch per each of the ``width`` most likely
+    first tokens, each continued greedily over the shared prefix cache until ``stop``.
+
+    Greedy decoding commits to one task at the first token (the paper's generation collapse);
+    beam search of the same width may spend every beam on one first token. Here every branch
+    starts from a different first token, so the K task answers of a K-task prompt come back
+    from one call when their first tokens are among the top ``width``.
+
+    ``finish_at_max`` also keeps branches that reach ``max_new_tokens`` without ``stop`` (for
+    models trained without a loss on the separator, such as the shipped character model).
+
+    Returns:
+        Per prompt, ``(answer, probability)`` of every branch that reached ``stop`` within
+        ``max_new_tokens`` (answer = text before ``stop``; probability of its tokens, the
+        stop not included, as :func:`tslens.scoring.answer_logprobs` scores it), distinct
+        answers, most likely first.
+    """
+    is_stop = _stop_tokens(model.tokenizer, stop).to(model.cfg.device)
+    batch_size = batch_size or default_batch_size(model)
+    results: list[list[tuple[str, float]]] = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompt_token_ids(model, prompts[start : start + batch_size])
+        results += _branch(model, chunk, width, max_new_tokens, stop, is_stop, finish_at_max)
+    return results
+
+
+def _branch(model, prompt_ids, width, max_new_tokens, stop, is_stop, finish_at_max):
+    device = model.cfg.device
+    batch = left_pad(prompt_ids, pad_token_id(model), device)
+    n = len(prompt_ids)
+    logprobs, cache = forward_prefix(model, batch)
+    scores, tokens = logprobs.masked_fill(is_stop, -torch.inf).topk(width, -1)  # [n, width]
+    rows = torch.arange(n, device=device).repeat_interleave(width)
+    cache.batch_select_indices(rows)
+    scores, tokens = scores.flatten().double(), tokens.flatten()
+    seqs, alive = tokens[:, None], torch.ones_like(tokens, dtype=torch.bool)
+    done: list[dict[str, float]] = [{} for _ in range(n)]
+
+    def finish(branches: Tensor) -> None:
+        for r in branches.nonzero()[:, 0].tolist():
+            text = model.tokenizer.decode(seqs[r].tolist()).split(stop)[0]
+            if text:
+                best = done[r // width]
+                best[text] = max(best.get(text, -torch.inf), scores[r].item())
+
+    for step in range(max_new_tokens):
+        if step == max_new_tokens - 1:  # the branches are as long as allowed
+            if finish_at_max:
+                finish(alive)
+            break
+        logprobs = forward_continuation(model, cache, batch, rows, tokens[:, None], step)[:, -1]
+        tokens = logprobs.argmax(-1)
+        finish(alive & is_stop[tokens])
+        alive &= ~is_stop[tokens]
+        if not alive.any():
+            break
+        scores = scores + logprobs.gather(-1, tokens[:, None])[:, 0].double()
+        seqs = torch.cat([seqs, tokens[:, None]], dim=-1)
+    return [[(text, float(torch.tensor(lp).exp())) for text, lp in _best_first(d)] for d in done]
+
+
+def _best_first(found: dict[str, float]) -> list[tuple[str, float]]:
+    return sorted(found.items(), key=lambda item: -item[1])
