@@ -52,16 +52,21 @@ def beam_complete_answers(
     Returns:
         Per prompt, distinct non-empty answer strings (text before ``stop``), best first.
     """
+    return _in_chunks(model, prompts, stop, batch_size, _search, width, max_new_tokens)
+
+
+def _in_chunks(model, prompts, stop, batch_size, search, *options) -> list:
+    """``search(model, prompt_ids, stop, is_stop, *options)`` over chunks of the prompts."""
     is_stop = _stop_tokens(model.tokenizer, stop).to(model.cfg.device)
     batch_size = batch_size or default_batch_size(model)
-    results: list[list[str]] = []
+    results: list = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompt_token_ids(model, prompts[start : start + batch_size])
-        results += _search(model, chunk, width, max_new_tokens, stop, is_stop)
+        results += search(model, chunk, stop, is_stop, *options)
     return results
 
 
-def _search(model, prompt_ids, width, max_new_tokens, stop, is_stop) -> list[list[str]]:
+def _search(model, prompt_ids, stop, is_stop, width, max_new_tokens) -> list[list[str]]:
     device = model.cfg.device
     batch = left_pad(prompt_ids, pad_token_id(model), device)
     n = len(prompt_ids)
@@ -144,16 +149,12 @@ def branch_complete_answers(
         stop not included, as :func:`tslens.scoring.answer_logprobs` scores it), distinct
         answers, most likely first.
     """
-    is_stop = _stop_tokens(model.tokenizer, stop).to(model.cfg.device)
-    batch_size = batch_size or default_batch_size(model)
-    results: list[list[tuple[str, float]]] = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompt_token_ids(model, prompts[start : start + batch_size])
-        results += _branch(model, chunk, width, max_new_tokens, stop, is_stop, finish_at_max)
-    return results
+    return _in_chunks(
+        model, prompts, stop, batch_size, _branch, width, max_new_tokens, finish_at_max
+    )
 
 
-def _branch(model, prompt_ids, width, max_new_tokens, stop, is_stop, finish_at_max):
+def _branch(model, prompt_ids, stop, is_stop, width, max_new_tokens, finish_at_max):
     device = model.cfg.device
     batch = left_pad(prompt_ids, pad_token_id(model), device)
     n = len(prompt_ids)

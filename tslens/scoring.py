@@ -267,6 +267,18 @@ def answer_is_greedy(
     return _score_packed(model, prompts, answers, batch_size)[1]
 
 
+def forward_packed(model, packed: PackedBatch) -> Float[Tensor, "batch kept vocab"]:
+    """One forward of a :class:`PackedBatch`, keeping the logits that :func:`read_packed`
+    reads (active hooks apply)."""
+    device = model.cfg.device
+    return model(
+        packed.ids.to(device),
+        attention_mask=packed.mask.to(device),
+        position_ids=packed.positions.to(device),
+        logits_to_keep=packed.n_keep,
+    )
+
+
 def read_packed(
     logits: Float[Tensor, "row kept vocab"], reads: Int[Tensor, "read 4"], n_rows: int, k: int
 ) -> tuple[Float[Tensor, "row k"], Float[Tensor, "row k"], Bool[Tensor, "row k"]]:
@@ -306,12 +318,7 @@ def _score_packed(
         if not any(a is not None for i in chunk for a in answer_ids[i]):
             continue
         packed = pack_answers([prompt_ids[i] for i in chunk], [answer_ids[i] for i in chunk], pad)
-        logits = model(
-            packed.ids.to(device),
-            attention_mask=packed.mask.to(device),
-            position_ids=packed.positions.to(device),
-            logits_to_keep=packed.n_keep,
-        )
+        logits = forward_packed(model, packed)
         sums, misses, scored = read_packed(logits, packed.reads, len(chunk), out.shape[1])
         rows = torch.tensor(chunk)
         out[rows] = torch.where(scored, sums, out[rows].to(device)).cpu()

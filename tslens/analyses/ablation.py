@@ -27,6 +27,7 @@ from tslens.hooks.names import hook_name
 from tslens.scoring import (
     answer_token_ids,
     default_batch_size,
+    forward_packed,
     left_pad,
     pack_answers,
     pad_token_id,
@@ -123,7 +124,7 @@ def ablated_answer_logprobs(
     answer_ids = answer_token_ids(model, prompts, answers, prompt_ids)
     out = torch.empty(len(prompts), len(answers[0]), dtype=torch.float64)
     batch_size = batch_size or default_batch_size(model)
-    device, pad = model.cfg.device, pad_token_id(model)
+    pad = pad_token_id(model)
     for start in range(0, len(prompts), batch_size):
         rows = list(range(start, min(start + batch_size, len(prompts))))
         packed = pack_answers([prompt_ids[i] for i in rows], [answer_ids[i] for i in rows], pad)
@@ -141,12 +142,7 @@ def ablated_answer_logprobs(
             src = [prompt_ids[sources[i]] for i in rows]
             values = _aligned_resample(model, src, heads, width, packed.ids.shape[1], stats)
         with ablating(model, values, columns):
-            logits = model(
-                packed.ids.to(device),
-                attention_mask=packed.mask.to(device),
-                position_ids=packed.positions.to(device),
-                logits_to_keep=packed.n_keep,
-            )
+            logits = forward_packed(model, packed)
         out[rows] = read_packed(logits, packed.reads, len(rows), out.shape[1])[0].cpu()
     return out
 

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from tslens.analyses.logit_attribution import answer_first_tokens, direct_logit_attribution
 from tslens.analyses.patching import patched_answer_logprobs
+from tslens.analyses.task_vectors import prompt_vectors
 from tslens.errors import TslensError
 from tslens.hooks.capture import capture_activations
 from tslens.prompts import build_mixture_prompts, build_query_prompts
@@ -214,11 +215,12 @@ def _task_aie(model, task, tasks, k, n_prompts, n_examples, seed, template, n_to
               progress):  # fmt: skip
     """AIE of every head for one task, and that task's function vector evaluated layer by
     layer on zero-shot queries (P of every task's answer, so leakage to the others shows)."""
-    clean = build_mixture_prompts([task], None, n_prompts, n_examples, seed, template)
     shuffled = build_mixture_prompts(
         [task], None, n_prompts, n_examples, seed, template, shuffle_labels=True
     )
-    mean_z = final_z(model, [p.text for p in clean], batch_size).mean(0)
+    clean_z = prompt_vectors(model, [task], [1.0], n_prompts, n_examples, seed, template, "z",
+                             batch_size)  # fmt: skip
+    mean_z = clean_z.mean(0)
     aie, base = per_head_effects(
         model, [p.text for p in shuffled], [p.answers for p in shuffled], mean_z, batch_size,
         progress,

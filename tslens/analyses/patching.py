@@ -26,6 +26,7 @@ from tslens.hooks.patch import patching
 from tslens.scoring import (
     answer_token_ids,
     default_batch_size,
+    forward_packed,
     forward_prefix,
     left_pad,
     pack_answers,
@@ -174,9 +175,10 @@ class _Segments:
 
 def _lowest_layer(layers: Tensor) -> int:
     """The lowest layer any variant patches (0 if a variant patches nothing)."""
-    per_variant = torch.where(layers >= 0, layers, torch.iinfo(layers.dtype).max)
-    per_variant = per_variant.reshape(len(layers), -1).min(-1).values
-    return 0 if (layers.reshape(len(layers), -1) < 0).all(-1).any() else int(per_variant.min())
+    per_variant = layers.reshape(len(layers), -1)  # multi-layer variants: one row each
+    if (per_variant < 0).all(-1).any():
+        return 0
+    return int(per_variant.masked_fill(per_variant < 0, torch.iinfo(layers.dtype).max).min())
 
 
 @contextmanager
@@ -221,7 +223,7 @@ def patched_answer_logprobs_loop(
         vectors = vectors.expand(len(prompts), *vectors.shape)
     out = torch.empty(len(prompts), len(layers), len(answers[0]), dtype=torch.float64)
     batch_size = batch_size or default_batch_size(model)
-    device, pad = model.cfg.device, pad_token_id(model)
+    pad = pad_token_id(model)
     for start in range(0, len(prompts), batch_size):
         rows = list(range(start, min(start + batch_size, len(prompts))))
         packed = pack_answers([prompt_ids[i] for i in rows], [answer_ids[i] for i in rows], pad)
@@ -231,12 +233,7 @@ def patched_answer_logprobs_loop(
             with patching(
                 model, layers[v].expand(len(rows)), vectors[rows, v], final, mode, kind, head
             ):
-                logits = model(
-                    packed.ids.to(device),
-                    attention_mask=packed.mask.to(device),
-                    position_ids=packed.positions.to(device),
-                    logits_to_keep=packed.n_keep,
-                )
+                logits = forward_packed(model, packed)
             out[rows, v] = read_packed(logits, packed.reads, len(rows), out.shape[2])[0].cpu()
     return out
 
