@@ -43,6 +43,22 @@ def test_training_sequences_match_the_analysis_prompt_format():
         assert len(set(x)) == 8 and y == x[6]
 
 
+def test_two_token_answers_and_the_separator_loss():
+    tok = char_tokenizer()
+    ids, labels = synthetic_batch(tok, "pair", [3], 2, 4, torch.Generator().manual_seed(0), True)
+    text = tok.decode(ids[0]).removeprefix("<bos>")
+    prompt = build_mixture_prompts(resolve_tasks("pair3"), [1.0], 1, 4)[0]
+    assert text.count("\n") == prompt.text.count("\n") == 4
+    for line in text.split("\n"):
+        x, y = line.split(">")
+        assert len(set(x)) == 8 and y == x[3:5] == resolve_tasks("pair3")[0](x)
+    trained = [tok.decode([int(i)]) for i in labels[0] if i != -100]
+    assert trained == list("".join(line.split(">")[1] + "\n" for line in text.split("\n")))[:-1]
+    # without the separator loss only the answer characters are labels
+    _, plain = synthetic_batch(tok, "pair", [3], 2, 4, torch.Generator().manual_seed(0))
+    assert int((plain[0] != -100).sum()) == 2 * 5
+
+
 def test_warmup_stable_decay():
     r = Recipe(steps=100, lr=1.0, warmup=10, decay_fraction=0.2)
     assert learning_rate(r, 0) == pytest.approx(0.1) and learning_rate(r, 50) == 1.0

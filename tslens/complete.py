@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import torch
-from jaxtyping import Bool
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from tslens.scoring import (
@@ -38,6 +38,7 @@ def beam_complete_answers(
     max_new_tokens: int = 12,
     stop: str = "\n",
     batch_size: int | None = None,
+    finish_at_max: bool = False,
 ) -> list[list[str]]:
     """Most likely complete answers of each prompt, by beam search.
 
@@ -48,11 +49,15 @@ def beam_complete_answers(
         max_new_tokens: longest answer searched, in tokens.
         stop: the string that ends an answer.
         batch_size: prompts searched together (default: ``default_batch_size``).
+        finish_at_max: beams still alive after ``max_new_tokens`` count as complete too (for
+            models never trained to end an answer, whose answers have a known length).
 
     Returns:
         Per prompt, distinct non-empty answer strings (text before ``stop``), best first.
     """
-    return _in_chunks(model, prompts, stop, batch_size, _search, width, max_new_tokens)
+    return _in_chunks(
+        model, prompts, stop, batch_size, _search, width, max_new_tokens, finish_at_max
+    )
 
 
 def _in_chunks(model, prompts, stop, batch_size, search, *options) -> list:
@@ -66,7 +71,9 @@ def _in_chunks(model, prompts, stop, batch_size, search, *options) -> list:
     return results
 
 
-def _search(model, prompt_ids, stop, is_stop, width, max_new_tokens) -> list[list[str]]:
+def _search(
+    model, prompt_ids, stop, is_stop, width, max_new_tokens, finish_at_max
+) -> list[list[str]]:
     device = model.cfg.device
     batch = left_pad(prompt_ids, pad_token_id(model), device)
     n = len(prompt_ids)
@@ -87,6 +94,13 @@ def _search(model, prompt_ids, stop, is_stop, width, max_new_tokens) -> list[lis
                 if score > -torch.inf:
                     finished[b].append((score, seqs[b, idx // vocab].tolist() + [idx % vocab]))
         keep_beam, keep_tok = keep_idx // vocab, keep_idx % vocab
+        if step == max_new_tokens - 1 and finish_at_max:
+            for b in range(n):
+                for score, beam, tok in zip(
+                    keep_score[b].tolist(), keep_beam[b].tolist(), keep_tok[b].tolist(), strict=True
+                ):
+                    if score > -torch.inf:
+                        finished[b].append((score, seqs[b, beam].tolist() + [tok]))
         if _done(finished, keep_score, width) or step == max_new_tokens - 1:
             break
         rows = (torch.arange(n, device=device)[:, None] * beams + keep_beam).flatten()
@@ -147,47 +161,108 @@ def branch_complete_answers(
         Per prompt, ``(answer, probability)`` of every branch that reached ``stop`` within
         ``max_new_tokens`` (answer = text before ``stop``; probability of its tokens, the
         stop not included, as :func:`tslens.scoring.answer_logprobs` scores it), distinct
-        answers, most likely first.
+        non-empty answers, most likely first.
     """
+    found = _in_chunks(
+        model, prompts, stop, batch_size, _decode, width, "branch", max_new_tokens, finish_at_max
+    )
+    return [_distinct(row) for row in found]
+
+
+@torch.inference_mode()
+def sample_complete_answers(
+    model,
+    prompts: Sequence[str],
+    n_samples: int = 1,
+    temperature: float = 0.0,
+    max_new_tokens: int = 12,
+    stop: str = "\n",
+    seed: int = 0,
+    batch_size: int | None = None,
+    finish_at_max: bool = False,
+) -> list[list[tuple[str | None, float]]]:
+    """Plain decoding of whole answers: greedy (``temperature=0``) or ancestral sampling.
+
+    Each prompt's prefix is computed once and its ``n_samples`` continuations share that cache.
+    Sampling draws from ``softmax(logits / temperature)`` with a generator seeded by ``seed``
+    (same seed, same samples).
+
+    Returns:
+        Per prompt, ``n_samples`` pairs ``(answer, probability)``: the text before ``stop``
+        and the model's probability (at temperature 1) of its tokens, the stop not included;
+        ``("", P(stop))`` when the first token is the stop; ``(None, p)`` for a continuation
+        that did not stop within ``max_new_tokens`` (unless ``finish_at_max``).
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    generator = torch.Generator(model.cfg.device).manual_seed(seed)
+    mode = ("sample", temperature, generator) if temperature > 0 else "greedy"
     return _in_chunks(
-        model, prompts, stop, batch_size, _branch, width, max_new_tokens, finish_at_max
+        model, prompts, stop, batch_size, _decode, n_samples, mode, max_new_tokens, finish_at_max
     )
 
 
-def _branch(model, prompt_ids, stop, is_stop, width, max_new_tokens, finish_at_max):
+def _pick(mode, logprobs: Float[Tensor, "row vocab"]) -> Int[Tensor, " row"]:
+    if mode == "greedy" or mode == "branch":
+        return logprobs.argmax(-1)
+    _, temperature, generator = mode
+    probs = (logprobs.float() / temperature).softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+def _decode(
+    model, prompt_ids, stop, is_stop, copies, mode, max_new_tokens, finish_at_max
+) -> list[list[tuple[str | None, float]]]:
+    """``copies`` continuations per prompt over its shared prefix cache. The first tokens are
+    the ``copies`` most likely non-stop tokens (``mode="branch"``), or picked as every later
+    token is (greedy or sampled). Returns per prompt ``copies`` pairs (text or None, prob)."""
     device = model.cfg.device
     batch = left_pad(prompt_ids, pad_token_id(model), device)
     n = len(prompt_ids)
-    logprobs, cache = forward_prefix(model, batch)
-    scores, tokens = logprobs.masked_fill(is_stop, -torch.inf).topk(width, -1)  # [n, width]
-    rows = torch.arange(n, device=device).repeat_interleave(width)
+    logprobs, cache = forward_prefix(model, batch)  # [n, vocab]
+    rows = torch.arange(n, device=device).repeat_interleave(copies)
+    if mode == "branch":
+        scores, tokens = logprobs.masked_fill(is_stop, -torch.inf).topk(copies, -1)
+        scores, tokens = scores.flatten(), tokens.flatten()
+    else:
+        tokens = _pick(mode, logprobs[rows])
+        scores = logprobs[rows].gather(-1, tokens[:, None])[:, 0]
     cache.batch_select_indices(rows)
-    scores, tokens = scores.flatten().double(), tokens.flatten()
-    seqs, alive = tokens[:, None], torch.ones_like(tokens, dtype=torch.bool)
-    done: list[dict[str, float]] = [{} for _ in range(n)]
+    scores = scores.double()
+    seqs, alive = tokens[:, None], ~is_stop[tokens]
+    results: list[tuple[str | None, float]] = [(None, 0.0)] * len(rows)
 
-    def finish(branches: Tensor) -> None:
-        for r in branches.nonzero()[:, 0].tolist():
-            text = model.tokenizer.decode(seqs[r].tolist()).split(stop)[0]
-            if text:
-                best = done[r // width]
-                best[text] = max(best.get(text, -torch.inf), scores[r].item())
+    def finish(ended: Tensor) -> None:
+        for r in ended.nonzero()[:, 0].tolist():
+            ids = seqs[r].tolist()
+            text = model.tokenizer.decode(ids).split(stop)[0] if not is_stop[ids[0]] else ""
+            results[r] = (text, scores[r].exp().item())
 
+    finish(~alive)
     for step in range(max_new_tokens):
-        if step == max_new_tokens - 1:  # the branches are as long as allowed
-            if finish_at_max:
-                finish(alive)
-            break
-        logprobs = forward_continuation(model, cache, batch, rows, tokens[:, None], step)[:, -1]
-        tokens = logprobs.argmax(-1)
-        finish(alive & is_stop[tokens])
-        alive &= ~is_stop[tokens]
         if not alive.any():
             break
+        if step == max_new_tokens - 1:  # the continuations are as long as allowed
+            if finish_at_max:
+                finish(alive)
+            else:
+                for r in alive.nonzero()[:, 0].tolist():
+                    results[r] = (None, scores[r].exp().item())
+            break
+        logprobs = forward_continuation(model, cache, batch, rows, tokens[:, None], step)[:, -1]
+        tokens = _pick(mode, logprobs)
+        ends = alive & is_stop[tokens]
+        finish(ends)
+        alive &= ~ends
         scores = scores + logprobs.gather(-1, tokens[:, None])[:, 0].double()
         seqs = torch.cat([seqs, tokens[:, None]], dim=-1)
-    return [[(text, float(torch.tensor(lp).exp())) for text, lp in _best_first(d)] for d in done]
+    return [results[i * copies : (i + 1) * copies] for i in range(n)]
 
 
-def _best_first(found: dict[str, float]) -> list[tuple[str, float]]:
-    return sorted(found.items(), key=lambda item: -item[1])
+def _distinct(found: list[tuple[str | None, float]]) -> list[tuple[str, float]]:
+    """Distinct non-empty answers, most likely first."""
+    best: dict[str, float] = {}
+    for text, prob in found:
+        if text:
+            best[text] = max(best.get(text, 0.0), prob)
+    return sorted(best.items(), key=lambda item: -item[1])

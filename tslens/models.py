@@ -78,6 +78,31 @@ def resolve_model(spec: str | None) -> tuple[str, bool]:
     return spec, False
 
 
+def _check_reachable(target: str, local: bool) -> None:
+    """Fail in one line, fast, when a hub model is neither cached nor downloadable."""
+    if not local and not _in_hub_cache(target):
+        if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+            raise TslensError(
+                f"cannot reach the Hugging Face hub to download {target!r} (offline?); "
+                "download it on a connected machine and pass its local directory: "
+                "--model /path/to/dir"
+            )
+    if local:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local directory never needs the network
+
+
+def load_tokenizer(spec: str | None = None, trust_remote_code: bool = False):
+    """The tokenizer of a model spec (as :func:`load_model` takes it), without its weights."""
+    from transformers import AutoTokenizer
+
+    target, local = resolve_model(spec)
+    _check_reachable(target, local)
+    try:
+        return AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise TslensError(f"could not load the tokenizer of {target!r}: {err}") from err
+
+
 def load_model(
     spec: str | None = None,
     device: str | None = None,
@@ -105,15 +130,7 @@ def load_model(
         if dtype not in DTYPES:
             raise TslensError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
         dtype = DTYPES[dtype]
-    if not local and not _in_hub_cache(target):
-        if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
-            raise TslensError(
-                f"cannot reach the Hugging Face hub to download {target!r} (offline?); "
-                "download it on a connected machine and pass its local directory: "
-                "--model /path/to/dir"
-            )
-    if local:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local directory never needs the network
+    _check_reachable(target, local)
     if device is None and device_map is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     from transformers.utils import logging as hf_logging

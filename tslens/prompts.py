@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 
@@ -245,3 +246,31 @@ def _sample_demo_inputs(
         return tasks[0].family.sample(rng, n, exclude=query)
     rest = [x for x in pool if x != query]
     return [rest[j] for j in rng.choice(len(rest), size=n, replace=len(rest) < n)]
+
+
+def load_prompt_file(path: str | Path) -> tuple[list[str], list[list[str]] | None]:
+    """Prompts from a file: ``.txt`` is one prompt (the whole text, less one final newline);
+    ``.json``/``.jsonl``/``.csv`` rows have a ``prompt`` column and optionally ``answers`` (a
+    list, or in CSV a ``|``-separated string). Returns ``(prompts, answers or None)``."""
+    from tslens.tasks.files import SUFFIXES, load_rows
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise TslensError(f"prompt file {path} does not exist")
+    if file.suffix.lower() == ".txt":
+        text = file.read_text()
+        return [text[:-1] if text.endswith("\n") else text], None
+    if file.suffix.lower() not in SUFFIXES:
+        raise TslensError(f"prompt file {path}: use .txt, .json, .jsonl or .csv")
+    try:
+        rows = load_rows(file)
+    except Exception as err:  # datasets raises many types for malformed files
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise TslensError(f"prompt file {path} is malformed: {first[:200]}") from err
+    if "prompt" not in rows.column_names or len(rows) == 0:
+        raise TslensError(f"prompt file {path} needs a 'prompt' column and at least one row")
+    prompts = [str(p) for p in rows["prompt"]]
+    if "answers" not in rows.column_names:
+        return prompts, None
+    answers = [a.split("|") if isinstance(a, str) else [str(x) for x in a] for a in rows["answers"]]
+    return prompts, answers

@@ -327,6 +327,35 @@ def _score_packed(
 
 
 @torch.inference_mode()
+def answer_token_logprobs(
+    model,
+    prompts: Sequence[str],
+    answers: Sequence[Sequence[str]],
+    batch_size: int | None = None,
+) -> list[list[Float[Tensor, " token"]]]:
+    """Per-token log P(token_t | prompt, answer tokens before t) of every answer (the terms
+    whose sum :func:`answer_logprobs` returns), from the same packed forward. Returns, per
+    prompt and answer, a float64 CPU tensor with one entry per answer token."""
+    prompt_ids = prompt_token_ids(model, prompts)
+    answer_ids = answer_token_ids(model, prompts, answers, prompt_ids)
+    _check_context(model, prompt_ids, answer_ids)
+    out: list[list[Tensor]] = [[] for _ in prompts]
+    batch_size = batch_size or default_batch_size(model)
+    for start in range(0, len(prompts), batch_size):
+        chunk = range(start, min(start + batch_size, len(prompts)))
+        packed = pack_answers(
+            [prompt_ids[i] for i in chunk], [answer_ids[i] for i in chunk], pad_token_id(model)
+        )
+        logits = forward_packed(model, packed)
+        row, pos, tok, slot = packed.reads.to(logits.device).unbind(-1)
+        lps = torch.log_softmax(logits[row, pos].float(), -1).gather(-1, tok[:, None])[:, 0]
+        lps, row, slot = lps.double().cpu(), row.cpu(), slot.cpu()
+        for b, i in enumerate(chunk):  # reads are in token order within each (row, slot)
+            out[i] = [lps[(row == b) & (slot == k)] for k in range(len(answer_ids[i]))]
+    return out
+
+
+@torch.inference_mode()
 def answer_logprobs_naive(
     model, prompts: Sequence[str], answers: Sequence[Sequence[str]], boundary: str = "raise"
 ) -> Float[Tensor, "prompt k"]:

@@ -48,6 +48,9 @@ class Recipe:
     weight_decay: float = 0.01
     seed: int = 0
     checkpoint_every: int = 250
+    # Also train the newline that ends each answer, so that decoding knows where to stop
+    # (off for the embedded models, whose one-token answers need no stop).
+    separator_loss: bool = False
     # The final evaluation (tslens.analyses.evaluation): mixture-curve pairs, prompts per point.
     eval_pairs: list[list[str]] = field(
         default_factory=lambda: [["plus2", "plus5"], ["ret2", "ret6"]]
@@ -105,7 +108,9 @@ def make_batch(
     shares = [recipe.batch_size // len(groups)] * len(groups)
     shares[0] += recipe.batch_size - sum(shares)
     return [
-        synthetic_batch(tokenizer, kind, params, n, recipe.n_demos, generator)
+        synthetic_batch(
+            tokenizer, kind, params, n, recipe.n_demos, generator, recipe.separator_loss
+        )
         for (kind, params), n in zip(groups.items(), shares, strict=True)
     ]
 

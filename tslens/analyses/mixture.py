@@ -6,9 +6,16 @@ Definitions (per prompt, then averaged over prompts):
 - ``other`` = 1 - sum_k probs[k];
 - ``normalized[k]`` = probs[k] / sum_j probs[j];
 - ``kl`` = sum_k p_k log(p_k / probs[k]) with p the prompt's in-context task proportions and the
-  model's *unnormalised* answer probabilities (the paper's calibration metric);
+  model's *unnormalised* answer probabilities (the paper's calibration metric), per prompt;
+- ``kl_of_means``: the same between the mean proportions and the mean probabilities, i.e.
+  calibration of the population (a model that follows one task per prompt, in the right
+  proportions, is calibrated here but not per prompt);
 - ``solved[k]``: answer k is among the K most likely complete answers (beam search up to a
-  newline, :mod:`tslens.complete`), i.e. P(answer_k) >= p_K.
+  newline, :mod:`tslens.complete`), i.e. P(answer_k) >= p_K. A model that does not end its
+  answers with the newline (the embedded character models were trained with loss on answers
+  only) has no complete answers in that sense; for it the candidates are the continuations of
+  the answers' token length (``complete_by="length"``, chosen automatically when the model's
+  mean P(newline | prompt + answer) is below one half).
 """
 
 from __future__ import annotations
@@ -59,8 +66,7 @@ class MixtureResult:
     @property
     def kl(self) -> Float[Tensor, " prompt"]:
         """KL(in-context proportions || answer probabilities) per prompt, in nats."""
-        p, q = self.proportions, self.probs.clamp_min(1e-300)
-        return torch.where(p > 0, p * (p.clamp_min(1e-300) / q).log(), 0.0).sum(-1)
+        return _kl(self.proportions, self.probs)
 
     def summary(self) -> dict[str, Any]:
         """Means over prompts: ``mean_probs``, ``other``, ``normalized``, ``kl``, ``solved``."""
@@ -69,6 +75,7 @@ class MixtureResult:
             "other": self.other.mean().item(),
             "normalized": self.normalized.mean(0).tolist(),
             "kl": self.kl.mean().item(),
+            "kl_of_means": _kl(self.proportions.mean(0), self.probs.mean(0)).item(),
         }
         if self.solved is not None:
             out["solved"] = self.solved.double().mean(0).tolist()
@@ -99,6 +106,11 @@ class MixtureResult:
         }
 
 
+def _kl(p: Float[Tensor, "... k"], q: Float[Tensor, "... k"]) -> Tensor:
+    """sum_k p_k log(p_k / q_k), with 0 log 0 = 0 and q floored at 1e-300."""
+    return torch.where(p > 0, p * (p.clamp_min(1e-300) / q.clamp_min(1e-300)).log(), 0.0).sum(-1)
+
+
 def tasks_solved(
     model,
     prompts: Sequence[str],
@@ -106,20 +118,25 @@ def tasks_solved(
     answer_logps: Float[Tensor, "prompt k"],
     width: int | None = None,
     batch_size: int | None = None,
+    complete_by: str = "stop",
 ) -> Bool[Tensor, "prompt k"]:
     """Whether each answer is among the K most likely complete answers of its prompt.
 
     Complete answers are found by beam search (``width`` beams, default 2K) and scored with the
     same exact scorer as the task answers; the task answers themselves are complete answers
     too, so they join the candidates. p_K is the K-th highest candidate probability.
+    ``complete_by="length"`` also counts continuations as long as the longest answer (for
+    models that never end an answer; see :func:`stop_probability`).
     """
     k = answer_logps.shape[1]
+    longest = longest_answer_tokens(model, answers)
     found = beam_complete_answers(
         model,
         prompts,
         width=width or 2 * k,
         batch_size=batch_size,
-        max_new_tokens=max(8, _longest_answer_tokens(model, answers) + 2),
+        max_new_tokens=longest if complete_by == "length" else max(8, longest + 2),
+        finish_at_max=complete_by == "length",
     )
     extra = [[c for c in cands if c not in ans] for cands, ans in zip(found, answers, strict=True)]
     extra_logps = answer_logprobs(model, prompts, extra, batch_size=batch_size, boundary="drop")
@@ -128,7 +145,23 @@ def tasks_solved(
     return answer_logps >= kth
 
 
-def _longest_answer_tokens(model, answers: Sequence[Sequence[str]]) -> int:
+def stop_probability(
+    model,
+    prompts: Sequence[str],
+    answers: Sequence[Sequence[str]],
+    stop: str = "\n",
+    batch_size: int | None = None,
+) -> float:
+    """Mean over prompts and answers of P(stop | prompt + answer): whether the model ends its
+    answers, which decides how complete answers are found (:func:`tasks_solved`)."""
+    with_stop = [[a + stop for a in ans] for ans in answers]
+    plain = answer_logprobs(model, prompts, answers, batch_size, boundary="drop")
+    ended = answer_logprobs(model, prompts, with_stop, batch_size, boundary="drop")
+    ratio = (ended - plain).exp()
+    return ratio[torch.isfinite(ratio)].mean().item()
+
+
+def longest_answer_tokens(model, answers: Sequence[Sequence[str]]) -> int:
     flat = [a for ans in answers for a in ans]
     return max(len(ids) for ids in model.tokenizer(flat, add_special_tokens=False)["input_ids"])
 
@@ -169,8 +202,14 @@ def measure_mixture(
     texts, answers = [p.text for p in prompts], [p.answers for p in prompts]
     names = [t.name for t in task_list]
     logps = answer_logprobs(model, texts, answers, batch_size, labels=names, progress=progress)
+    complete_by = None
+    if solved:
+        ends = stop_probability(model, texts, answers, batch_size=batch_size)
+        complete_by = "stop" if ends >= 0.5 else "length"
     solved_mask = (
-        tasks_solved(model, texts, answers, logps, beam_width, batch_size) if solved else None
+        tasks_solved(model, texts, answers, logps, beam_width, batch_size, complete_by)
+        if solved
+        else None
     )
     return MixtureResult(
         model=getattr(model, "tslens_name", type(model).__name__),
@@ -184,5 +223,6 @@ def measure_mixture(
             "seed": seed,
             "template": template or "default",
             "sampling": sampling,
+            "complete_by": complete_by,
         },
     )

@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tslens.cli import ablate, evaluate, heads, patch, probs, tasks, train
+from tslens.cli import ablate, decode, evaluate, heads, patch, probs, scale, tasks, train
 from tslens.errors import TslensError
 
-SUBCOMMANDS = (tasks, probs, patch, heads, ablate, train, evaluate)
+SUBCOMMANDS = (tasks, probs, patch, heads, ablate, scale, decode, train, evaluate)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -7,12 +7,15 @@ import argparse
 from tslens.models import DEFAULT_MODEL, DTYPES, load_model
 
 
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        default=None,
-        help=f"hub id, local HF directory or shipped model name (default: {DEFAULT_MODEL})",
-    )
+def add_model_args(parser: argparse.ArgumentParser, with_model: bool = True) -> None:
+    """``--model`` (unless ``with_model`` is false), ``--device``, ``--dtype``,
+    ``--batch-size``, ``--trust-remote-code``."""
+    if with_model:
+        parser.add_argument(
+            "--model",
+            default=None,
+            help=f"hub id, local HF directory or shipped model name (default: {DEFAULT_MODEL})",
+        )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
     parser.add_argument(
@@ -23,10 +26,14 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def model_from_args(args: argparse.Namespace):
-    """Load the model named by ``--model/--device/--dtype`` (see :func:`load_model`)."""
+def model_from_args(args: argparse.Namespace, spec: str | None = None):
+    """Load the model named by ``--model`` (or ``spec``) with ``--device/--dtype`` (see
+    :func:`load_model`)."""
     return load_model(
-        args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
+        spec or args.model,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
     )
 
 

@@ -27,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             parser.add_argument(flag, default=None, help="comma-separated, e.g. plus2,plus5,ret2")
         elif f.name == "eval_pairs":
             parser.add_argument(flag, default=None, help="e.g. plus2/plus5,ret2/ret6")
+        elif isinstance(f.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
             parser.add_argument(flag, type=type(f.default), default=None)
     parser.add_argument("--device", default="cpu")

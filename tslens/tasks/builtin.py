@@ -85,6 +85,10 @@ BUILTIN: list[Task] = [
         Task(f"ret{i}", LETTERS8, lambda x, i=i: x[i], f"8 distinct letters -> letter at index {i}")
         for i in range(8)
     ],
+    *[
+        Task(f"pair{i}", LETTERS8, lambda x, i=i: x[i : i + 2], f"8 letters -> letters {i},{i + 1}")
+        for i in range(7)
+    ],
 ]
 
 for _task in BUILTIN:

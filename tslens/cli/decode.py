@@ -1,0 +1,116 @@
+"""``tslens decode``: decoding that keeps the K task answers of a prompt, against greedy and
+beam search, and (for mixture prompts) the measurement of generation collapse."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tslens.analyses.collapse import generation_collapse
+from tslens.analyses.decoding import compare_decoders
+from tslens.analyses.mixture import longest_answer_tokens, stop_probability
+from tslens.cli.common import (
+    add_model_args,
+    add_prompt_args,
+    default_n_examples,
+    model_from_args,
+    positive_int,
+)
+from tslens.errors import TslensError
+from tslens.io import write_json_atomic
+from tslens.prompts import build_mixture_prompts, load_prompt_file, parse_weights
+from tslens.report.decode import write_decode_html
+from tslens.tasks import resolve_tasks
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "decode",
+        help="return the K task answers of a prompt in one call (vs greedy and beam search)",
+        description="Writes DIR/decode.json and DIR/decode.html.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt-file", type=Path, default=None,
+                        help=".txt (one prompt) or .json/.jsonl/.csv rows with 'prompt' and "
+                        "optional 'answers'")  # fmt: skip
+    source.add_argument("--tasks", default=None, help="build mixture prompts of these tasks")
+    parser.add_argument("--weights", default=None, help="mixture weights (default even)")
+    add_prompt_args(parser, n_prompts=50)
+    parser.add_argument("--width", type=positive_int, default=4, help="branches and beams")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=12)
+    parser.add_argument("--until", choices=["auto", "stop", "length"], default="auto",
+                        help="an answer ends at a newline (stop), after the answers' token "
+                        "length (length: models never trained to end answers), or auto: "
+                        "length when the model rarely ends the task answers")  # fmt: skip
+    parser.add_argument("--n-samples", type=positive_int, default=20,
+                        help="sampled decodes per prompt for the collapse measurement")  # fmt: skip
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--no-collapse", action="store_true", help="skip greedy/sampled collapse")
+    add_model_args(parser)
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.temperature <= 0:
+        raise TslensError(f"--temperature must be > 0, got {args.temperature}")
+    tasks = None
+    if args.tasks:
+        tasks = resolve_tasks(args.tasks)
+        weights = parse_weights(args.weights, len(tasks))
+        n_examples = args.n_examples or default_n_examples(tasks)
+        built = build_mixture_prompts(
+            tasks, weights, args.n_prompts, n_examples, args.seed, args.template
+        )
+        prompts, answers = [p.text for p in built], [list(p.answers) for p in built]
+    else:
+        prompts, answers = load_prompt_file(args.prompt_file)
+    if answers is not None and max(len(a) for a in answers) > args.width:
+        raise TslensError(
+            f"{max(len(a) for a in answers)} task answers per prompt but --width "
+            f"{args.width}: the decoder returns at most width answers; raise --width"
+        )
+    model = model_from_args(args)
+    until, budget = args.until, args.max_new_tokens
+    if until == "auto":
+        ends = 1.0
+        if answers is not None:
+            ends = stop_probability(model, prompts, answers, batch_size=args.batch_size)
+        until = "stop" if ends >= 0.5 else "length"
+    if until == "length" and answers is not None:
+        budget = longest_answer_tokens(model, answers)
+    decoding = compare_decoders(
+        model, prompts, answers, args.width, budget, finish_at_max=until == "length",
+        batch_size=args.batch_size,
+    )  # fmt: skip
+    result = {
+        "model": model.tslens_name,
+        "until": until,
+        "decoding": decoding,
+        "command": "tslens " + " ".join(args.argv),
+    }
+    if tasks is not None and not args.no_collapse:
+        collapse = generation_collapse(
+            model, tasks, weights, args.n_prompts, n_examples, args.seed, args.template,
+            args.n_samples, args.temperature, budget, until == "length",
+            batch_size=args.batch_size,
+        )  # fmt: skip
+        result["collapse"] = collapse.to_json()
+    write_json_atomic(args.out / "decode.json", result)
+    write_decode_html(result, args.out / "decode.html")
+    print(f"{'decoder':<8} {'recovered':>9} {'all K':>6} {'seconds':>8} {'vs greedy':>9}")
+    for name, s in decoding["summary"].items():
+        print(f"{name:<8} {s.get('mean_recovered', float('nan')):>9.2f} "
+              f"{s.get('all_recovered', float('nan')):>6.2f} {s['seconds']:>8.3f} "
+              f"{s['cost_vs_greedy']:>9.2f}")  # fmt: skip
+    if "collapse" in result:
+        c = result["collapse"]
+        print("P(answer) before decoding: " + ", ".join(
+            f"{t} {p:.3f}" for t, p in zip(c["tasks"], c["step1_mass"], strict=True)))  # fmt: skip
+        after = c["conditional_after_first"]
+        after = float("nan") if after is None else after
+        print(f"tasks completed per prompt: greedy {c['tasks_per_prompt_greedy']:.2f}, "
+              f"{args.n_samples} samples {c['tasks_per_prompt_sampled']:.2f}; P(continue a "
+              f"task after its first token) {after:.3f}")  # fmt: skip
+    print(f"wrote {args.out}/decode.json, {args.out}/decode.html")
+    return 0
