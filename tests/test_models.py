@@ -65,3 +65,42 @@ def test_ci_runs_exactly_the_readme_test_command():
     ci = (root / ".ci" / "run").read_text()
     command = [line for line in ci.splitlines() if line and not line.startswith(("#", "set "))]
     assert len(command) == 1 and command[0] in readme
+
+
+def test_device_map_plumbing_on_cpu(tiny_char_dir, tmp_path):
+    from tslens.cli import main
+    from tslens.cli.common import parse_device_map
+
+    model = load_model(str(tiny_char_dir), device_map={"": "cpu"})
+    assert str(next(model.original_model.parameters()).device) == "cpu"
+    assert parse_device_map('{"": 0}', None) == {"": 0}
+    assert parse_device_map("auto", None) == "auto"
+    common = ["probs", "--tasks", "plus2,plus5", "--n-prompts", "2", "--out", str(tmp_path)]
+    assert main([*common, "--device-map", "auto", "--device", "cpu"]) == 2
+    assert main([*common, "--device-map", "everywhere"]) == 2
+    assert main([*common, "--device-map", "{not json"]) == 2
+    assert main([*common, "--device-map", '{"": "cpu"}', "--no-solved"]) == 0
+
+
+def test_scoring_halves_the_batch_when_memory_runs_out(tiny_char, monkeypatch):
+    import torch
+
+    import tslens.scoring as scoring
+    from tslens.prompts import build_mixture_prompts
+    from tslens.tasks import resolve_tasks
+
+    prompts = build_mixture_prompts(resolve_tasks("plus2,plus5"), None, 6, 8)
+    texts, answers = [p.text for p in prompts], [p.answers for p in prompts]
+    expected = scoring.answer_logprobs(tiny_char, texts, answers, batch_size=6)
+    real, sizes = scoring.forward_packed, []
+
+    def small_memory(model, packed):
+        sizes.append(packed.ids.shape[0])
+        if packed.ids.shape[0] > 2:
+            raise torch.OutOfMemoryError("simulated")
+        return real(model, packed)
+
+    monkeypatch.setattr(scoring, "forward_packed", small_memory)
+    got = scoring.answer_logprobs(tiny_char, texts, answers, batch_size=6)
+    assert sizes == [6, 3, 1, 1, 1, 1, 1, 1]  # halved until it fits, then kept
+    assert torch.allclose(got, expected, atol=1e-5)

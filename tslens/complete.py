@@ -14,8 +14,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from tslens.batching import default_batch_size
 from tslens.scoring import (
-    default_batch_size,
     forward_continuation,
     forward_prefix,
     left_pad,

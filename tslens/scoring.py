@@ -22,6 +22,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tslens.batching import default_batch_size, shrink_on_oom
 from tslens.errors import TslensError
 
 
@@ -134,17 +135,6 @@ def forward_continuation(
     positions = batch.lengths[rows, None] + offset + torch.arange(new, device=rows.device)
     logits = model(tokens, attention_mask=mask, position_ids=positions, past_key_values=cache)
     return torch.log_softmax(logits.float(), dim=-1)
-
-
-def default_batch_size(model) -> int:
-    """Prompts per forward when the caller does not say. Measured best for GPT-2 small on 2 CPU
-    cores is 2 (bigger batches lose cache locality); smaller models keep the same activation
-    footprint with proportionally more prompts (64 for a 3-layer d_model-96 model), and
-    accelerators want wide batches."""
-    if not str(model.cfg.device).startswith("cpu"):
-        return 32
-    gpt2_small = 768 * 12
-    return max(2, min(64, 2 * gpt2_small // (model.cfg.d_model * model.cfg.n_layers)))
 
 
 def pad_token_id(model) -> int:
@@ -310,19 +300,26 @@ def _score_packed(
         dtype=torch.float64,
     )
     greedy = torch.zeros(out.shape, dtype=torch.bool)
-    batch_size = batch_size or default_batch_size(model)
+    longest = max(len(p) for p in prompt_ids)
+    batch_size = batch_size or default_batch_size(model, longest)
     order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))  # less padding
-    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     device, pad = model.cfg.device, pad_token_id(model)
-    for chunk in tqdm(chunks, desc="scoring", disable=not progress, leave=False):
-        if not any(a is not None for i in chunk for a in answer_ids[i]):
-            continue
-        packed = pack_answers([prompt_ids[i] for i in chunk], [answer_ids[i] for i in chunk], pad)
-        logits = forward_packed(model, packed)
-        sums, misses, scored = read_packed(logits, packed.reads, len(chunk), out.shape[1])
-        rows = torch.tensor(chunk)
-        out[rows] = torch.where(scored, sums, out[rows].to(device)).cpu()
-        greedy[rows] = (scored & (misses == 0)).cpu()
+    bar = tqdm(total=len(order), desc="scoring", disable=not progress, leave=False)
+
+    def score(chunk: list[int]) -> None:
+        if any(a is not None for i in chunk for a in answer_ids[i]):
+            packed = pack_answers(
+                [prompt_ids[i] for i in chunk], [answer_ids[i] for i in chunk], pad
+            )
+            logits = forward_packed(model, packed)
+            sums, misses, scored = read_packed(logits, packed.reads, len(chunk), out.shape[1])
+            rows = torch.tensor(chunk)
+            out[rows] = torch.where(scored, sums, out[rows].to(device)).cpu()
+            greedy[rows] = (scored & (misses == 0)).cpu()
+        bar.update(len(chunk))
+
+    shrink_on_oom(score, order, batch_size)
+    bar.close()
     return out, greedy
 
 

@@ -20,13 +20,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from tslens.batching import default_batch_size
 from tslens.errors import TslensError
 from tslens.hooks.ablate import ablating
 from tslens.hooks.capture import capturing
 from tslens.hooks.names import hook_name
 from tslens.scoring import (
     answer_token_ids,
-    default_batch_size,
     forward_packed,
     left_pad,
     pack_answers,

@@ -21,11 +21,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tslens.batching import default_batch_size
 from tslens.hooks.capture import capturing
 from tslens.hooks.patch import patching
 from tslens.scoring import (
     answer_token_ids,
-    default_batch_size,
     forward_packed,
     forward_prefix,
     left_pad,

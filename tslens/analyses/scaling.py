@@ -54,10 +54,7 @@ def parameter_count(model) -> dict[str, int]:
         module = AutoModelForCausalLM.from_config(config)
     total = sum(p.numel() for p in module.parameters())  # parameters() yields tied ones once
     embedding = {
-        id(p)
-        for m in module.modules()
-        if isinstance(m, torch.nn.Embedding)
-        for p in m.parameters()
+        id(p) for m in module.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()
     }
     output = module.get_output_embeddings()
     if output is not None:

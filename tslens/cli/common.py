@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 
+from tslens.errors import TslensError
 from tslens.models import DEFAULT_MODEL, DTYPES, load_model
+
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 
 
 def add_model_args(parser: argparse.ArgumentParser, with_model: bool = True) -> None:
@@ -17,6 +21,12 @@ def add_model_args(parser: argparse.ArgumentParser, with_model: bool = True) -> 
             help=f"hub id, local HF directory or shipped model name (default: {DEFAULT_MODEL})",
         )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
+    parser.add_argument(
+        "--device-map",
+        default=None,
+        help="multi-GPU placement as transformers takes it: auto, balanced, sequential, or a "
+        "JSON module->device map such as '{\"\": 0}' (excludes --device)",
+    )
     parser.add_argument("--dtype", default="float32", choices=list(DTYPES))
     parser.add_argument(
         "--batch-size", type=int, default=None, help="prompts per forward pass (default: auto)"
@@ -33,8 +43,30 @@ def model_from_args(args: argparse.Namespace, spec: str | None = None):
         spec or args.model,
         device=args.device,
         dtype=args.dtype,
+        device_map=parse_device_map(args.device_map, args.device),
         trust_remote_code=args.trust_remote_code,
     )
+
+
+def parse_device_map(text: str | None, device: str | None) -> str | dict | None:
+    """``--device-map`` as ``boot_transformers`` takes it: a strategy name or a JSON map."""
+    if text is None:
+        return None
+    if device is not None:
+        raise TslensError("--device-map places the model itself; drop --device")
+    if text.lstrip().startswith("{"):
+        try:
+            mapping = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise TslensError(f"--device-map is not valid JSON: {err}") from err
+        if not isinstance(mapping, dict):
+            raise TslensError("--device-map JSON must be an object of module -> device")
+        return mapping
+    if text not in DEVICE_MAP_STRATEGIES:
+        raise TslensError(
+            f"unknown --device-map {text!r}; use {', '.join(DEVICE_MAP_STRATEGIES)} or JSON"
+        )
+    return text
 
 
 def positive_int(text: str) -> int:

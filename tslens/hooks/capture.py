@@ -15,8 +15,9 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tslens.batching import default_batch_size
 from tslens.hooks.names import check_layers, hook_name
-from tslens.scoring import default_batch_size, left_pad, pad_token_id, prompt_token_ids
+from tslens.scoring import left_pad, pad_token_id, prompt_token_ids
 
 
 @contextmanager

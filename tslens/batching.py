@@ -1,0 +1,57 @@
+"""How many prompts go into one forward pass, and what happens when that is too many.
+
+On CPU the measured best is a small batch (cache locality); on an accelerator the default is
+sized from the free memory and the model's shape, and a forward that still runs out of memory
+is retried with half the batch (down to one prompt) instead of failing a long run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+GPT2_SMALL = 768 * 12  # d_model x n_layers of the model the CPU default was measured on
+
+
+def default_batch_size(model, tokens_per_row: int = 512) -> int:
+    """Prompts per forward when the caller does not say.
+
+    CPU: 2 for GPT-2 small on 2 cores (bigger batches lose cache locality); smaller models keep
+    the same activation footprint with proportionally more prompts (64 for a 3-layer
+    d_model-96 model). CUDA: half the free memory over an estimate of one row's activations
+    (``tokens_per_row`` tokens x layers x (residual + MLP + attention) in the model's dtype),
+    between 1 and 256; :func:`shrink_on_oom` corrects an estimate that is too high.
+    """
+    cfg = model.cfg
+    device = torch.device(cfg.device)
+    if device.type != "cuda":
+        if device.type == "cpu":
+            return max(2, min(64, 2 * GPT2_SMALL // (cfg.d_model * cfg.n_layers)))
+        return 32
+    free, _ = torch.cuda.mem_get_info(device)
+    dtype = getattr(cfg, "dtype", torch.float32)
+    bytes_per = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 4
+    d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
+    per_token = cfg.n_layers * (6 * cfg.d_model + 2 * d_mlp + cfg.n_heads * tokens_per_row)
+    per_row = tokens_per_row * per_token * bytes_per
+    return int(max(1, min(256, free // 2 // max(per_row, 1))))
+
+
+def shrink_on_oom(run: Callable[[list[int]], None], order: Sequence[int], batch_size: int) -> None:
+    """Call ``run(chunk)`` over consecutive chunks of ``order`` of ``batch_size`` items; a
+    chunk that runs out of accelerator memory is retried with half as many (``run`` must have
+    no effect when it raises), down to one item, which raises."""
+    order, start = list(order), 0
+    while start < len(order):
+        chunk = order[start : start + batch_size]
+        try:
+            run(chunk)
+        except torch.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            batch_size = max(1, batch_size // 2)
+            continue
+        start += len(chunk)
