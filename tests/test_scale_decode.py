@@ -188,3 +188,22 @@ def test_decode_cli_from_tasks_and_from_a_prompt_file(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "x"}\n')
     assert main(["decode", "--prompt-file", str(bad), "--out", str(tmp_path / "b")]) == 2
+
+
+def test_two_token_answers_collapse_and_branch_decoding_keeps_both(tmp_path):
+    pair = _load("tslens-char-pair")  # trained with the separator loss: it ends its answers
+    prompts, answers = _mixture("pair1,pair4", 12, seed=3)
+    assert stop_probability(pair, prompts, answers) > 0.5
+    out = compare_decoders(pair, prompts, answers, width=4, max_new_tokens=4)
+    s = out["summary"]
+    assert s["greedy"]["mean_recovered"] <= 1
+    assert s["branch"]["mean_recovered"] > s["greedy"]["mean_recovered"]
+    result = generation_collapse(pair, "pair1,pair4", n_prompts=12, n_samples=8, seed=3)
+    summary = result.summary()
+    for task in ("pair1", "pair4"):
+        conditional, consistent = summary["conditional"][task], summary["consistent"][task]
+        assert len(conditional) == 2 and consistent[1] <= consistent[0] + 1e-9
+    step1 = result.step1_mass
+    exact = answer_logprobs(pair, prompts, answers).exp()
+    assert torch.allclose(step1.double(), exact, atol=1e-5)
+    assert summary["tasks_per_prompt_greedy"] <= 1
