@@ -51,7 +51,7 @@ def test_two_token_answers_and_the_separator_loss():
     assert text.count("\n") == prompt.text.count("\n") == 4
     for line in text.split("\n"):
         x, y = line.split(">")
-        assert len(set(x)) == 8 and y == x[3:5] == resolve_tasks("pair3")[0](x)
+        assert len(set(x)) == 8 and y == x[3:5] == resolve_tasks("pair3")[0].answer(x)
     trained = [tok.decode([int(i)]) for i in labels[0] if i != -100]
     assert trained == list("".join(line.split(">")[1] + "\n" for line in text.split("\n")))[:-1]
     # without the separator loss only the answer characters are labels

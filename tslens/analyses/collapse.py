@@ -16,8 +16,11 @@ Measured on mixture prompts, per task k (answer a_k = tokens a_k1 .. a_kn):
 - ``conditional[k][t]``: mean P(a_k,t+1 | prompt, a_k1..a_kt), the probability that a decode
   that has followed task k for t tokens continues to follow it; ``consistent[k][t]``: mean
   P(a_k1..a_k,t+1 | prompt), the probability that a sample is still consistent with task k
-  after t+1 tokens (exact, no sampling). Collapse shows as ``conditional`` near 1 after the
-  first token: once a task is started it is finished.
+  after t+1 tokens (exact, no sampling); ``followed[k][t] = consistent[k][t] /
+  consistent[k][t-1]``: the same continuation probability weighted by how often samples reach
+  that prefix (``conditional`` weighs every prompt alike, including prompts that almost never
+  start task k). Collapse shows as ``followed`` near 1 after the first token: once a task is
+  started it is finished; ``continue_after_first`` is its mean over tasks and later tokens.
 """
 
 from __future__ import annotations
@@ -86,8 +89,15 @@ class CollapseResult:
         steps = [self.per_step(i) for i in range(k)]
         out["conditional"] = {t: s[0] for t, s in zip(self.tasks, steps, strict=True)}
         out["consistent"] = {t: s[1] for t, s in zip(self.tasks, steps, strict=True)}
+        followed = {
+            t: [s[1][0]] + [b / a if a > 0 else 0.0 for a, b in zip(s[1], s[1][1:], strict=False)]
+            for t, s in zip(self.tasks, steps, strict=True)
+        }
+        out["followed"] = followed
         later = [c for s in steps for c in s[0][1:]]
         out["conditional_after_first"] = sum(later) / len(later) if later else None
+        later = [c for f in followed.values() for c in f[1:]]
+        out["continue_after_first"] = sum(later) / len(later) if later else None
         return out
 
     def to_json(self) -> dict[str, Any]:

@@ -107,10 +107,10 @@ def run(args: argparse.Namespace) -> int:
         c = result["collapse"]
         print("P(answer) before decoding: " + ", ".join(
             f"{t} {p:.3f}" for t, p in zip(c["tasks"], c["step1_mass"], strict=True)))  # fmt: skip
-        after = c["conditional_after_first"]
+        after = c["continue_after_first"]
         after = float("nan") if after is None else after
         print(f"tasks completed per prompt: greedy {c['tasks_per_prompt_greedy']:.2f}, "
-              f"{args.n_samples} samples {c['tasks_per_prompt_sampled']:.2f}; P(continue a "
-              f"task after its first token) {after:.3f}")  # fmt: skip
+              f"{args.n_samples} samples {c['tasks_per_prompt_sampled']:.2f}; P(a sample "
+              f"that started a task finishes it) {after:.3f}")  # fmt: skip
     print(f"wrote {args.out}/decode.json, {args.out}/decode.html")
     return 0

@@ -50,7 +50,7 @@ def collapse_figures(collapse: dict[str, Any]) -> list[go.Figure]:
     )
     steps = go.Figure()
     for task in tasks:
-        for key, dash in (("conditional", None), ("consistent", "dot")):
+        for key, dash in (("followed", None), ("conditional", "dash"), ("consistent", "dot")):
             ys = collapse[key][task]
             steps.add_trace(go.Scatter(x=list(range(1, len(ys) + 1)), y=ys, mode="lines+markers",
                                        name=f"{task} {key}", line={"dash": dash}))  # fmt: skip
