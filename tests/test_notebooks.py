@@ -1,0 +1,32 @@
+"""The notebooks run top to bottom on the embedded model and are stored without outputs."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert [p.name for p in NOTEBOOKS] == [
+        "01_superposition.ipynb",
+        "02_task_vectors.ipynb",
+        "03_heads.ipynb",
+        "04_train_your_own.ipynb",
+    ]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_and_is_stored_stripped(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs"
+    client = NotebookClient(notebook, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})  # fmt: skip
+    client.execute()  # raises CellExecutionError on the first failing cell
+    figures = [
+        o for c in code for o in c.outputs if "application/vnd.plotly.v1+json" in o.get("data", {})
+    ]
+    assert figures, "the notebook shows plotly figures inline"
