@@ -150,3 +150,13 @@ def test_console_script_error_has_no_traceback(tmp_path):
         [sys.executable, "-m", "tslens.cli", "tasks"], capture_output=True, text=True
     )
     assert tasks.returncode == 0 and "capital" in tasks.stdout and "ret7" in tasks.stdout
+
+
+def test_cli_reference_is_generated_from_the_current_help():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "cli_reference.py"
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True)
+    assert done.returncode == 0, "docs/cli.md is stale: run python scripts/cli_reference.py"
