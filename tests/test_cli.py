@@ -160,3 +160,13 @@ def test_cli_reference_is_generated_from_the_current_help():
     script = Path(__file__).resolve().parents[1] / "scripts" / "cli_reference.py"
     done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True)
     assert done.returncode == 0, "docs/cli.md is stale: run python scripts/cli_reference.py"
+
+
+def test_api_reference_is_generated_from_the_current_code():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "api_reference.py"
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True)
+    assert done.returncode == 0, "docs/api.md is stale: run python scripts/api_reference.py"

@@ -138,6 +138,7 @@ def forward_continuation(
 
 
 def pad_token_id(model) -> int:
+    """The id used to pad batches: the tokenizer's pad token, else EOS, else 0."""
     tok = model.tokenizer
     return next(i for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None)
 

@@ -92,6 +92,7 @@ def resample_sources(n: int, seed: int = 0) -> list[int]:
 
 
 def check_ablation(kind: str, scope: str) -> None:
+    """Raise :class:`TslensError` on an unknown ablation kind or scope."""
     if kind not in KINDS:
         raise TslensError(f"unknown ablation kind {kind!r}; use one of {', '.join(KINDS)}")
     if scope not in SCOPES:

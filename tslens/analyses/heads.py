@@ -40,6 +40,7 @@ METHODS = ("dla", "patch", "aie")
 
 
 def check_methods(methods: Sequence[str]) -> list[str]:
+    """The attribution methods, deduplicated; raise on an unknown one."""
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise TslensError(f"unknown method {bad[0] if bad else '(none)'!r}; use dla, patch, aie")
@@ -79,6 +80,7 @@ def per_head_effects(
 
 
 def final_z(model, texts: Sequence[str], batch_size=None) -> Float[Tensor, "prompt layer head d"]:
+    """Every head's output z (before W_O) at each prompt's final position."""
     return capture_activations(model, texts, ("z",), batch_size=batch_size)["z"]
 
 
@@ -95,6 +97,7 @@ def function_vector(
 
 
 def top_heads(scores: Float[Tensor, "layer head"], n: int = 5) -> list[dict]:
+    """The ``n`` highest-scoring heads as ``{"layer", "head", "score"}``, best first."""
     top = scores.flatten().topk(min(n, scores.numel()))
     n_heads = scores.shape[1]
     return [

@@ -162,6 +162,7 @@ def stop_probability(
 
 
 def longest_answer_tokens(model, answers: Sequence[Sequence[str]]) -> int:
+    """Tokens in the longest of all answers (tokenized alone, no special tokens)."""
     flat = [a for ans in answers for a in ans]
     return max(len(ids) for ids in model.tokenizer(flat, add_special_tokens=False)["input_ids"])
 
