@@ -157,9 +157,9 @@ def test_cli_reference_is_generated_from_the_current_help():
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "cli_reference.py"
-    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True)
-    assert done.returncode == 0, "docs/cli.md is stale: run python scripts/cli_reference.py"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "references.py"
+    done = subprocess.run([sys.executable, str(script), "--check", "cli"], capture_output=True)
+    assert done.returncode == 0, "docs/cli.md is stale: run python scripts/references.py"
 
 
 def test_api_reference_is_generated_from_the_current_code():
@@ -167,6 +167,6 @@ def test_api_reference_is_generated_from_the_current_code():
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "scripts" / "api_reference.py"
-    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True)
-    assert done.returncode == 0, "docs/api.md is stale: run python scripts/api_reference.py"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "references.py"
+    done = subprocess.run([sys.executable, str(script), "--check", "api"], capture_output=True)
+    assert done.returncode == 0, "docs/api.md is stale: run python scripts/references.py"

@@ -262,11 +262,7 @@ def load_prompt_file(path: str | Path) -> tuple[list[str], list[list[str]] | Non
         return [text[:-1] if text.endswith("\n") else text], None
     if file.suffix.lower() not in SUFFIXES:
         raise TslensError(f"prompt file {path}: use .txt, .json, .jsonl or .csv")
-    try:
-        rows = load_rows(file)
-    except Exception as err:  # datasets raises many types for malformed files
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise TslensError(f"prompt file {path} is malformed: {first[:200]}") from err
+    rows = load_rows(path, "prompt file")
     if "prompt" not in rows.column_names or len(rows) == 0:
         raise TslensError(f"prompt file {path} needs a 'prompt' column and at least one row")
     prompts = [str(p) for p in rows["prompt"]]

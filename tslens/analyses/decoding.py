@@ -29,6 +29,17 @@ from tslens.errors import TslensError
 DECODERS = ("greedy", "beam", "branch")
 
 
+def check_width(answers: Sequence[Sequence[str]], width: int, name: str = "width") -> None:
+    """Raise :class:`TslensError` when a prompt has more task answers than ``width``: no
+    decoder here returns more than ``width`` answers (``name`` is how the caller calls it)."""
+    k = max(len(a) for a in answers)
+    if k > width:
+        raise TslensError(
+            f"{k} task answers per prompt but {name} {width}: the decoders return at most "
+            f"{width} answers; raise {name} to at least {k}"
+        )
+
+
 def compare_decoders(
     model,
     prompts: Sequence[str],
@@ -57,12 +68,7 @@ def compare_decoders(
         {mean_recovered, all_recovered, seconds, cost_vs_greedy}}, "settings"}``.
     """
     if answers is not None:
-        k = max(len(a) for a in answers)
-        if k > width:
-            raise TslensError(
-                f"a prompt has {k} task answers but the branch width is {width}: the decoders "
-                f"return at most {width} answers; use a width of at least {k}"
-            )
+        check_width(answers, width)
     common = dict(max_new_tokens=max_new_tokens, stop=stop, batch_size=batch_size,
                   finish_at_max=finish_at_max)  # fmt: skip
     runs = {

@@ -161,6 +161,22 @@ def stop_probability(
     return ratio[torch.isfinite(ratio)].mean().item()
 
 
+def complete_by(
+    model,
+    prompts: Sequence[str],
+    answers: Sequence[Sequence[str]],
+    batch_size: int | None = None,
+) -> str:
+    """``"stop"`` when the model ends these answers with the newline (mean
+    :func:`stop_probability` at least 1/2), else ``"length"``: complete answers are then the
+    continuations as long as the answers."""
+    return (
+        "stop"
+        if stop_probability(model, prompts, answers, batch_size=batch_size) >= 0.5
+        else "length"
+    )
+
+
 def longest_answer_tokens(model, answers: Sequence[Sequence[str]]) -> int:
     """Tokens in the longest of all answers (tokenized alone, no special tokens)."""
     flat = [a for ans in answers for a in ans]
@@ -203,12 +219,9 @@ def measure_mixture(
     texts, answers = [p.text for p in prompts], [p.answers for p in prompts]
     names = [t.name for t in task_list]
     logps = answer_logprobs(model, texts, answers, batch_size, labels=names, progress=progress)
-    complete_by = None
-    if solved:
-        ends = stop_probability(model, texts, answers, batch_size=batch_size)
-        complete_by = "stop" if ends >= 0.5 else "length"
+    ends_by = complete_by(model, texts, answers, batch_size) if solved else None
     solved_mask = (
-        tasks_solved(model, texts, answers, logps, beam_width, batch_size, complete_by)
+        tasks_solved(model, texts, answers, logps, beam_width, batch_size, ends_by)
         if solved
         else None
     )
@@ -224,6 +237,6 @@ def measure_mixture(
             "seed": seed,
             "template": template or "default",
             "sampling": sampling,
-            "complete_by": complete_by,
+            "complete_by": ends_by,
         },
     )

@@ -33,7 +33,7 @@ from tslens.analyses.mixture import measure_mixture
 from tslens.errors import TslensError
 from tslens.models import load_model, load_tokenizer
 from tslens.prompts import build_mixture_prompts
-from tslens.scoring import answer_logprobs
+from tslens.scoring import answer_token_logprobs
 from tslens.tasks import Task, resolve_tasks
 
 TOKEN_LEVEL = ("first_token",)
@@ -91,15 +91,10 @@ class ScaleStudy:
 def first_token_probs(
     model, prompts: Sequence[str], answers: Sequence[Sequence[str]], batch_size: int | None = None
 ) -> list[float]:
-    """Mean over prompts of each answer's first-token probability (``[k]``)."""
-    tokenizer = model.tokenizer
-    firsts = []
-    for prompt, ans in zip(prompts, answers, strict=True):
-        prompt_len = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        ids = [tokenizer(prompt + a, add_special_tokens=False)["input_ids"] for a in ans]
-        firsts.append([tokenizer.decode(i[prompt_len : prompt_len + 1]) for i in ids])
-    logps = answer_logprobs(model, prompts, firsts, batch_size, boundary="drop")
-    return logps.exp().mean(0).tolist()
+    """Mean over prompts of each answer's first-token probability (``[k]``), the first of the
+    per-token terms :func:`tslens.scoring.answer_token_logprobs` reads."""
+    tokens = answer_token_logprobs(model, prompts, answers, batch_size)
+    return torch.tensor([[lp[0].item() for lp in row] for row in tokens]).exp().mean(0).tolist()
 
 
 def check_tokenizers(models: Sequence[str], trust_remote_code: bool = False) -> list[str]:

@@ -7,8 +7,8 @@ import argparse
 from pathlib import Path
 
 from tslens.analyses.collapse import generation_collapse
-from tslens.analyses.decoding import compare_decoders
-from tslens.analyses.mixture import longest_answer_tokens, stop_probability
+from tslens.analyses.decoding import check_width, compare_decoders
+from tslens.analyses.mixture import complete_by, longest_answer_tokens
 from tslens.cli.common import (
     add_model_args,
     add_prompt_args,
@@ -65,18 +65,12 @@ def run(args: argparse.Namespace) -> int:
         prompts, answers = [p.text for p in built], [list(p.answers) for p in built]
     else:
         prompts, answers = load_prompt_file(args.prompt_file)
-    if answers is not None and max(len(a) for a in answers) > args.width:
-        raise TslensError(
-            f"{max(len(a) for a in answers)} task answers per prompt but --width "
-            f"{args.width}: the decoder returns at most width answers; raise --width"
-        )
+    if answers is not None:  # before the model loads
+        check_width(answers, args.width, "--width")
     model = model_from_args(args)
     until, budget = args.until, args.max_new_tokens
-    if until == "auto":
-        ends = 1.0
-        if answers is not None:
-            ends = stop_probability(model, prompts, answers, batch_size=args.batch_size)
-        until = "stop" if ends >= 0.5 else "length"
+    if until == "auto":  # without known answers there is nothing to measure: stop at newline
+        until = "stop" if answers is None else complete_by(model, prompts, answers, args.batch_size)
     if until == "length" and answers is not None:
         budget = longest_answer_tokens(model, answers)
     decoding = compare_decoders(

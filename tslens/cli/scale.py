@@ -16,7 +16,7 @@ from tslens.cli.common import (
 from tslens.errors import TslensError
 from tslens.io import write_json_atomic
 from tslens.prompts import build_mixture_prompts, parse_weights
-from tslens.report.scale import write_scale_html
+from tslens.report.scale import weights_label, write_scale_html
 from tslens.tasks import resolve_tasks
 
 
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     for row in study.rows:
         for mix in row["mixtures"]:
             probs = " ".join(f"{p:.3f}" for p in mix["mean_probs"])
-            weights_text = "/".join(f"{w:.2g}" for w in mix["weights"])
+            weights_text = weights_label(mix["weights"])
             print(
                 f"{row['model'][-32:]:<32} {row['params']['total']:>10,} {weights_text:>9} "
                 f"{probs:>20} {mix['other']:>7.3f} {mix['kl']:>7.3f} "

@@ -15,7 +15,8 @@ from plotly.subplots import make_subplots
 from tslens.report.html import table_html, write_dashboard
 
 
-def _weights_label(weights: list[float]) -> str:
+def weights_label(weights: list[float]) -> str:
+    """``[0.7, 0.3]`` -> ``"0.7/0.3"``."""
     return "/".join(f"{w:.2g}" for w in weights)
 
 
@@ -45,7 +46,7 @@ def scale_figure(study: dict[str, Any]) -> go.Figure:
         )  # fmt: skip
 
     for m, weights in enumerate(study["weights"]):
-        label = _weights_label(weights)
+        label = weights_label(weights)
         for k, task in enumerate(tasks):
             line(1, 1, [r["mixtures"][m]["mean_probs"][k] for r in rows], f"{task} @ {label}")
             fig.add_hline(y=weights[k], line_dash="dash", line_color="gray", row=1, col=1)
@@ -69,7 +70,7 @@ def write_scale_html(study: dict[str, Any], path: str | os.PathLike[str]) -> Pat
     for row in study["models"]:
         for mix in row["mixtures"]:
             table.append([
-                row["model"], f"{row['params']['total']:,}", _weights_label(mix["weights"]),
+                row["model"], f"{row['params']['total']:,}", weights_label(mix["weights"]),
                 *mix["mean_probs"], mix["other"], mix["kl"], mix["kl_of_means"],
                 mix.get("mean_tasks_solved", "-"), row["min_accuracy"],
             ])  # fmt: skip

@@ -22,26 +22,31 @@ def is_task_file(name: str) -> bool:
     return Path(name).suffix.lower() in SUFFIXES
 
 
-def load_rows(file: Path):
-    """A JSON/JSONL/CSV file as a ``datasets.Dataset``, quietly (no progress bars or logs)."""
+def load_rows(path: str | Path, what: str = "file"):
+    """A JSON/JSONL/CSV file as a ``datasets.Dataset``, quietly (no progress bars or logs).
+    A missing or malformed file raises :class:`TslensError` naming it as ``what`` (``"task
+    file"``, ``"prompt file"``)."""
     import datasets
 
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise TslensError(f"{what} {path} does not exist")
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)
-    return datasets.load_dataset(SUFFIXES[file.suffix.lower()], data_files=str(file), split="train")
+    try:
+        return datasets.load_dataset(
+            SUFFIXES[file.suffix.lower()], data_files=str(file), split="train"
+        )
+    except Exception as err:  # datasets raises many types for malformed files
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise TslensError(f"{what} {path} is malformed: {first[:200]}") from err
 
 
 @cache
 def load_task_file(path: str) -> Task:
     """Read a task file into a :class:`Task`; raise :class:`TslensError` if unusable."""
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise TslensError(f"task file {path} does not exist")
-    try:
-        rows = load_rows(file)
-    except Exception as err:  # datasets raises many types for malformed files
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise TslensError(f"task file {path} is malformed: {first[:200]}") from err
+    rows = load_rows(path, "task file")
     columns = next((c for c in COLUMN_NAMES if set(c) <= set(rows.column_names)), None)
     if columns is None:
         raise TslensError(
