@@ -1,5 +1,12 @@
 """tslens: task superposition (Xiong et al. 2024) measured on TransformerLens 4 models."""
 
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("tslens")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
 from tslens.analyses.mixture import MixtureResult, measure_mixture, tasks_solved
 from tslens.errors import TslensError
 from tslens.models import load_model

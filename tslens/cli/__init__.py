@@ -10,10 +10,22 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tslens.cli import ablate, decode, evaluate, heads, patch, probs, scale, tasks, train
+from tslens.cli import (
+    ablate,
+    decode,
+    evaluate,
+    heads,
+    models,
+    patch,
+    probs,
+    scale,
+    tasks,
+    train,
+)
+from tslens.cli.common import apply_model_template
 from tslens.errors import TslensError
 
-SUBCOMMANDS = (tasks, probs, patch, heads, ablate, scale, decode, train, evaluate)
+SUBCOMMANDS = (models, tasks, probs, patch, heads, ablate, scale, decode, train, evaluate)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
         args.argv = argv  # so results can state the command that made them
+        apply_model_template(args)
         return args.run(args) or 0
     except TslensError as err:
         print(f"tslens: error: {err}", file=sys.stderr)

@@ -7,8 +7,12 @@ import json
 
 from tslens.errors import TslensError
 from tslens.models import DEFAULT_MODEL, DTYPES, load_model
+from tslens.pretrained import default_template
 
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+TEMPLATE_HELP = (
+    "arrow, spaced, qa, example, gt, or '{x}->{y}' (default: the model's own, else the tasks')"
+)
 
 
 def add_model_args(parser: argparse.ArgumentParser, with_model: bool = True) -> None:
@@ -18,7 +22,8 @@ def add_model_args(parser: argparse.ArgumentParser, with_model: bool = True) -> 
         parser.add_argument(
             "--model",
             default=None,
-            help=f"hub id, local HF directory or shipped model name (default: {DEFAULT_MODEL})",
+            help="shipped or pretrained model name (tslens models), hub id, local HF directory or "
+            f".gguf file (default: {DEFAULT_MODEL})",
         )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument(
@@ -69,6 +74,20 @@ def parse_device_map(text: str | None, device: str | None) -> str | dict | None:
     return text
 
 
+def apply_model_template(args: argparse.Namespace) -> None:
+    """Without ``--template``, prompts follow the model's own conventions: a named pretrained
+    model's template (``tslens.pretrained``) when every model of the run agrees on one, else
+    the tasks' default."""
+    if getattr(args, "template", "unset") is not None:
+        return
+    specs = [getattr(args, "model", None)]
+    if getattr(args, "models", None):
+        specs = [m.strip() for m in args.models.split(",") if m.strip()]
+    templates = {default_template(spec) for spec in specs}
+    if len(templates) == 1:
+        args.template = templates.pop()
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -84,7 +103,7 @@ def add_prompt_args(parser: argparse.ArgumentParser, n_prompts: int) -> None:
                         help="demonstrations per in-context prompt (default: 20 for the shipped "
                         "model's tasks, else 30)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--template", default=None, help="arrow, qa, example, gt, or '{x}->{y}'")
+    parser.add_argument("--template", default=None, help=TEMPLATE_HELP)
 
 
 def default_n_examples(tasks) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tslens.analyses.curves import SHARES
 from tslens.analyses.evaluation import evaluate_model
-from tslens.cli.common import add_model_args, model_from_args, positive_int
+from tslens.cli.common import TEMPLATE_HELP, add_model_args, model_from_args, positive_int
 from tslens.errors import TslensError
 from tslens.io import write_json_atomic, write_text_atomic
 from tslens.models import resolve_model
@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--n-prompts", type=positive_int, default=500, help="per task and share")
     parser.add_argument("--n-examples", type=positive_int, default=None, help="demos per prompt")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--template", default=None, help="arrow, qa, example, gt, or '{x}->{y}'")
+    parser.add_argument("--template", default=None, help=TEMPLATE_HELP)
     add_model_args(parser)
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.set_defaults(run=run)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from tslens.analyses.mixture import measure_mixture
-from tslens.cli.common import add_model_args, model_from_args, positive_int
+from tslens.cli.common import TEMPLATE_HELP, add_model_args, model_from_args, positive_int
 from tslens.io import write_json_atomic
 from tslens.prompts import build_mixture_prompts, parse_weights
 from tslens.report.mixture import write_mixture_html
@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--n-prompts", type=positive_int, default=100)
     parser.add_argument("--n-examples", type=int, default=60, help="demonstrations per prompt")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--template", default=None, help="arrow, qa, example, gt, or '{x}->{y}'")
+    parser.add_argument("--template", default=None, help=TEMPLATE_HELP)
     parser.add_argument("--sampling", default="exact", choices=["exact", "iid"])
     parser.add_argument("--no-solved", action="store_true", help="skip the top-K beam search")
     add_model_args(parser)
