@@ -120,7 +120,6 @@ def test_evaluate_and_compare_commands(tmp_path, tiny_char_dir, capsys):
 
 
 def test_last_demo_gap_and_within_prompt_share_detect_a_per_prompt_choice():
-    from tslens.analyses.curves import _last_demo_gap
     from tslens.analyses.mixture import MixtureResult
     from tslens.prompts import MixturePrompt
 
@@ -129,8 +128,12 @@ def test_last_demo_gap_and_within_prompt_share_detect_a_per_prompt_choice():
         return MixtureResult("m", ["a", "b"], [0.5, 0.5], prompts, torch.tensor(probs))
 
     follower = result([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], [0, 1, 0])
-    assert _last_demo_gap(follower) == pytest.approx(1.0)
+    assert follower.last_demo_gap(task=0) == pytest.approx(1.0)
+    assert follower.last_demo_gap() == pytest.approx(1.0)  # both tasks' gaps are 1
+    assert follower.all_answers_share() == 0
     blender = result([[0.5, 0.5], [0.5, 0.5], [0.6, 0.4]], [0, 1, 1])
-    assert _last_demo_gap(blender) == pytest.approx(-0.05)
-    assert (blender.probs.min(-1).values >= 0.1).all()
-    assert math.isnan(_last_demo_gap(result([[1.0, 0.0]], [0])))
+    assert blender.last_demo_gap(task=0) == pytest.approx(-0.05)
+    assert blender.last_demo_gap(task=1) == pytest.approx(-0.05)
+    assert blender.all_answers_share() == 1 and blender.summary()["all_answers_share"] == 1
+    assert math.isnan(result([[1.0, 0.0]], [0]).last_demo_gap(task=0))
+    assert result([[1.0, 0.0]], [0]).summary()["last_demo_gap"] is None  # JSON has no NaN

@@ -22,6 +22,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tslens.architecture import attention_masks, new_cache
 from tslens.batching import default_batch_size, shrink_on_oom
 from tslens.errors import TslensError
 
@@ -107,6 +108,7 @@ def forward_prefix(model, batch: PrefixBatch) -> tuple[Float[Tensor, "batch voca
         attention_mask=batch.mask,
         position_ids=batch.positions,
         logits_to_keep=1,  # the prompt's other positions' logits are never needed
+        past_key_values=new_cache(model),
     )
     return torch.log_softmax(logits[:, -1].float(), dim=-1), cache
 
@@ -262,10 +264,11 @@ def forward_packed(model, packed: PackedBatch) -> Float[Tensor, "batch kept voca
     """One forward of a :class:`PackedBatch`, keeping the logits that :func:`read_packed`
     reads (active hooks apply)."""
     device = model.cfg.device
+    positions = packed.positions.to(device)
     return model(
         packed.ids.to(device),
-        attention_mask=packed.mask.to(device),
-        position_ids=packed.positions.to(device),
+        attention_mask=attention_masks(model, packed.mask.to(device), positions, positions),
+        position_ids=positions,
         logits_to_keep=packed.n_keep,
     )
 

@@ -115,8 +115,8 @@ def mixture_curve(
         means.append(result.probs.mean(0))
         sems.append(result.probs.std(0) / n_prompts**0.5)
         other.append(result.other.mean())
-        both.append((result.probs.min(-1).values >= 0.1).double().mean())
-        gaps.append(_last_demo_gap(result))
+        both.append(torch.tensor(result.all_answers_share(0.1), dtype=torch.float64))
+        gaps.append(result.last_demo_gap(task=0))
     return MixtureCurve(
         model=getattr(model, "tslens_name", type(model).__name__),
         tasks=[t.name for t in pair],
@@ -129,16 +129,6 @@ def mixture_curve(
         both_share=torch.stack(both),
         last_demo_gap=torch.tensor(gaps, dtype=torch.float64),
     )
-
-
-def _last_demo_gap(result) -> float:
-    """Mean P(task 0) over prompts whose last demonstration is task 0, minus over the others
-    (NaN where one group is empty, as at d = 0 or 1)."""
-    last_is_0 = torch.tensor([p.demo_tasks[-1] == 0 for p in result.prompts])
-    if last_is_0.all() or not last_is_0.any():
-        return float("nan")
-    p0 = result.probs[:, 0]
-    return (p0[last_is_0].mean() - p0[~last_is_0].mean()).item()
 
 
 def task_accuracy(

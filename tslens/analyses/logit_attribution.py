@@ -7,6 +7,13 @@ in the clean run the norm is linear, so each component's contribution to a logit
 ``center(c) / scale * w_norm @ W_U[:, token]``, and these contributions plus the "rest" (norm
 bias and unembedding bias) add up to the model's logit exactly (checked on every call).
 
+Models with a norm between the attention output and the residual add (Gemma 2/3's
+post-attention RMSNorm) get the same treatment one level down: with that norm's scale frozen at
+the clean run, head ``h``'s share of the residual is ``z_h @ W_O[h] * gain / scale``, and the
+heads still add up to the block's attention output exactly. This is an approximation in the
+usual DLA sense only (a head's effect through the scale it shares with the other heads is not
+attributed); the sum check below stays exact.
+
 With ``center=True`` (the default) the unembedding is centered over the vocabulary, so the
 attributions add up to ``logit - mean(logits)``: a push that raises every token alike changes
 no probability and is not counted.
@@ -22,6 +29,7 @@ from einops import einsum
 from jaxtyping import Float
 from torch import Tensor
 
+from tslens.architecture import norm_eps, post_attention_norms, rms_gain
 from tslens.errors import TslensError
 from tslens.hooks.capture import capturing
 from tslens.scoring import (
@@ -62,14 +70,15 @@ def answer_first_tokens(model, prompts: Sequence[str], answers: Sequence[Sequenc
 
 
 def final_norm(model) -> tuple[str, Tensor, Tensor | None, float]:
-    """``(type, weight, bias or None, eps)`` of the norm before the unembedding."""
+    """``(type, gain, bias or None, eps)`` of the norm before the unembedding (the gain as
+    :func:`tslens.architecture.rms_gain` measures it for RMSNorms)."""
     kind = model.cfg.normalization_type
     module = getattr(model.ln_final, "original_component", model.ln_final)
-    eps = getattr(module, "eps", None) or getattr(module, "variance_epsilon", None) or 1e-5
     if kind not in LN_TYPES + RMS_TYPES:
         raise TslensError(f"direct logit attribution needs LayerNorm or RMSNorm, not {kind}")
     bias = getattr(module, "bias", None)
-    return kind, module.weight.detach(), None if bias is None else bias.detach(), float(eps)
+    gain = rms_gain(module) if kind in RMS_TYPES else module.weight.detach()
+    return kind, gain, None if bias is None else bias.detach(), norm_eps(module)
 
 
 def output_biases(model) -> Float[Tensor, "layer d_model"]:
@@ -99,13 +108,18 @@ def direct_logit_attribution(
     w_u, b_u = model.W_U.detach().double().cpu(), model.b_U.detach().double().cpu()
     if center:  # subtract the mean over the vocabulary
         w_u, b_u = w_u - w_u.mean(-1, keepdim=True), b_u - b_u.mean()
+    post_norms = post_attention_norms(model)
+    kinds = ("z", "attn_out", "mlp_out") + (("attn_pre_norm",) if post_norms else ())
+    if post_norms:  # [layer, d_model] gains and [layer] epsilons of the post-attention norms
+        post_gain = torch.stack([rms_gain(norm) for norm in post_norms]).cpu()
+        post_eps = torch.tensor([norm_eps(norm) for norm in post_norms], dtype=torch.float64)
     ids = prompt_token_ids(model, prompts)
     batch_size = batch_size or default_batch_size(model)
     parts: list[LogitAttribution] = []
     for start in range(0, len(ids), batch_size):
         batch = left_pad(ids[start : start + batch_size], pad_token_id(model), model.cfg.device)
         with (
-            capturing(model, ("z", "attn_out", "mlp_out"), layers, [-1]) as acts,
+            capturing(model, kinds, layers, [-1]) as acts,
             capturing(model, ("resid_pre",), [0], [-1]) as embed,
         ):
             logits = model(batch.ids, attention_mask=batch.mask, position_ids=batch.positions,
@@ -117,6 +131,13 @@ def direct_logit_attribution(
         z, attn_out, mlp_out = (final(acts, name) for name in ("z", "attn_out", "mlp_out"))
         resid_0 = final(embed, "resid_pre")[:, 0]
         head_out = einsum(z, w_o, "b l h e, l h e d -> b l h d")
+        bias_out = b_o.expand(len(z), -1, -1)
+        if post_norms:  # through each post-attention norm, its scale frozen at this run
+            pre_norm = final(acts, "attn_pre_norm")  # [batch, layer, d_model]
+            post_scale = (pre_norm.pow(2).mean(-1) + post_eps).sqrt()  # [batch, layer]
+            factor = post_gain / post_scale[..., None]  # [batch, layer, d_model]
+            head_out = head_out * factor[:, :, None]
+            bias_out = bias_out * factor
         resid = resid_0 + attn_out.sum(1) + mlp_out.sum(1)
         if kind in LN_TYPES:
             resid = resid - resid.mean(-1, keepdim=True)
@@ -135,7 +156,7 @@ def direct_logit_attribution(
         parts.append(
             LogitAttribution(
                 heads=attribute(head_out, "b l h d, b k d -> b k l h"),
-                attn_bias=attribute(b_o.expand(len(z), -1, -1), "b l d, b k d -> b k l"),
+                attn_bias=attribute(bias_out, "b l d, b k d -> b k l"),
                 mlp=attribute(mlp_out, "b l d, b k d -> b k l"),
                 embed=attribute(resid_0, "b d, b k d -> b k"),
                 rest=rest,

@@ -68,14 +68,35 @@ class MixtureResult:
         """KL(in-context proportions || answer probabilities) per prompt, in nats."""
         return _kl(self.proportions, self.probs)
 
+    def all_answers_share(self, threshold: float = 0.1) -> float:
+        """Share of prompts whose every task answer has P >= ``threshold``: superposition
+        *within* a prompt, which a model following one task per prompt never shows."""
+        return (self.probs.min(-1).values >= threshold).double().mean().item()
+
+    def last_demo_gap(self, task: int | None = None) -> float:
+        """P(answer k | the last demonstration is task k) - P(answer k | it is another task),
+        for ``task`` k, or averaged over the tasks where both groups exist (NaN if none): near
+        0 when the model reads every demonstration, near 1 when it follows the last one."""
+        last = torch.tensor([p.demo_tasks[-1] for p in self.prompts])
+        gaps = []
+        for k in range(len(self.tasks)) if task is None else [task]:
+            hit = last == k
+            if hit.any() and not hit.all():
+                gaps.append(self.probs[hit, k].mean() - self.probs[~hit, k].mean())
+        return torch.stack(gaps).mean().item() if gaps else float("nan")
+
     def summary(self) -> dict[str, Any]:
-        """Means over prompts: ``mean_probs``, ``other``, ``normalized``, ``kl``, ``solved``."""
+        """Means over prompts: ``mean_probs``, ``other``, ``normalized``, ``kl``,
+        ``kl_of_means``, ``all_answers_share``, ``last_demo_gap`` and ``solved``."""
+        gap = self.last_demo_gap()
         out: dict[str, Any] = {
             "mean_probs": self.probs.mean(0).tolist(),
             "other": self.other.mean().item(),
             "normalized": self.normalized.mean(0).tolist(),
             "kl": self.kl.mean().item(),
             "kl_of_means": _kl(self.proportions.mean(0), self.probs.mean(0)).item(),
+            "all_answers_share": self.all_answers_share(),
+            "last_demo_gap": None if gap != gap else gap,  # NaN is not JSON
         }
         if self.solved is not None:
             out["solved"] = self.solved.double().mean(0).tolist()

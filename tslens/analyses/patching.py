@@ -21,6 +21,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tslens.architecture import attention_masks
 from tslens.batching import default_batch_size
 from tslens.hooks.capture import capturing
 from tslens.hooks.patch import patching
@@ -118,8 +119,9 @@ class _Segments:
         self.s = self.segment.ids.shape[1]  # the final token, then the answers' tokens
         self.k = len(answer_ids[0])
 
-    def inputs(self, n_v: int):
-        """``ids, mask, positions`` for ``n_v`` segments per row (on the CPU)."""
+    def inputs(self, model, n_v: int):
+        """``ids, masks, positions`` for ``n_v`` segments per row, on the model's device (the
+        masks as :func:`tslens.architecture.attention_masks` gives them)."""
         segment, prefix, s = self.segment, self.prefix, self.s
         ids = segment.ids.repeat(1, n_v)
         positions = segment.positions.repeat(1, n_v) + prefix.lengths.cpu()[:, None]
@@ -128,31 +130,31 @@ class _Segments:
         own = own.masked_fill(~blocks, torch.finfo(own.dtype).min)
         see_prefix = torch.zeros(self.n_p, n_v * s, prefix.ids.shape[1])
         see_prefix.masked_fill_(prefix.mask.cpu()[:, None, :] == 0, torch.finfo().min)
-        return ids, torch.cat([see_prefix, own], dim=-1)[:, None], positions
+        device = model.cfg.device
+        mask = torch.cat([see_prefix, own], dim=-1)[:, None].to(device)
+        keys = torch.cat([prefix.positions.cpu(), positions], dim=-1)
+        masks = attention_masks(model, mask, positions, keys)
+        return ids.to(device), masks, positions.to(device)
 
     def residuals(self, model, cache) -> Float[Tensor, "prompt layer s d_model"]:
         """The unpatched segment's residual entering every block."""
-        ids, mask, positions = self.inputs(1)
+        ids, masks, positions = self.inputs(model, 1)
         layers = range(model.cfg.n_layers)
-        device = model.cfg.device
         with capturing(model, ("resid_pre",), layers, range(-self.s, 0)) as store:
-            model(
-                ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                past_key_values=copy.deepcopy(cache),
-            )  # fmt: skip
+            model(ids, attention_mask=masks, position_ids=positions,
+                  past_key_values=copy.deepcopy(cache))  # fmt: skip
         return torch.stack(store["resid_pre"], dim=1)
 
     def run(self, model, cache, residuals, layers, vectors, mode, kind, heads):
         """log P of every answer under every variant: ``[prompt, variant, k]`` (CPU)."""
         n_p, n_v, s = self.n_p, len(layers), self.s
-        device = model.cfg.device
-        ids, mask, positions = self.inputs(n_v)
+        ids, masks, positions = self.inputs(model, n_v)
         entry_rows = torch.arange(n_p).repeat_interleave(n_v)  # patch (p, j) -> batch row p
         entry_columns = (torch.arange(n_v) * s).repeat(n_p)
         row_layers = layers.repeat(n_p, *[1] * (layers.ndim - 1))
         row_heads = None if heads is None else heads.repeat(n_p)
         first = _lowest_layer(layers) if residuals is not None else 0
-        inputs = ids.to(device) if first == 0 else residuals[:, first].repeat(1, n_v, 1)
+        inputs = ids if first == 0 else residuals[:, first].repeat(1, n_v, 1)
         run_cache = copy.deepcopy(cache)  # a continuation appends to the cache it is given
         with (
             patching(model, row_layers, vectors.flatten(0, 1), entry_columns, mode, kind,
@@ -160,7 +162,7 @@ class _Segments:
             _skipping_blocks(model, first),
         ):  # fmt: skip
             logits = model(
-                inputs, attention_mask=mask.to(device), position_ids=positions.to(device),
+                inputs, attention_mask=masks, position_ids=positions,
                 past_key_values=run_cache, start_at_layer=first or None,
             )  # fmt: skip
         # segment j of row p becomes row p * n_v + j of s kept positions, as pack_answers reads

@@ -63,6 +63,12 @@ def run(args: argparse.Namespace) -> int:
             f"{summary['normalized'][k]:>10.4f}"
         )
     print(f"{'other':<20} {'':>7} {summary['other']:>10.4f}")
+    n_all = round(summary["all_answers_share"] * len(result.prompts))
+    gap = summary["last_demo_gap"]
+    print(
+        f"prompts holding every answer (each P >= 0.1): {n_all} of {len(result.prompts)}"
+        + ("" if gap is None else f";  last-demonstration gap {gap:+.3f}")
+    )
     print(
         f"KL(in-context || model) = {summary['kl']:.4f} nats;  wrote {args.out}/probs.json, "
         f"{args.out}/probs.html"

@@ -10,6 +10,9 @@ HOOK_KINDS: dict[str, str] = {
     "attn_out": "blocks.{layer}.hook_attn_out",
     "mlp_out": "blocks.{layer}.hook_mlp_out",
     "z": "blocks.{layer}.attn.hook_z",  # per head: [batch, pos, head, d_head]
+    # the attention output before a post-attention norm (Gemma 2/3 only; see
+    # tslens.architecture.post_attention_norms): what that norm normalises
+    "attn_pre_norm": "blocks.{layer}.ln1_post.hook_in",
 }
 
 
