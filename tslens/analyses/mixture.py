@@ -178,6 +178,11 @@ def stop_probability(
     with_stop = [[a + stop for a in ans] for ans in answers]
     plain = answer_logprobs(model, prompts, answers, batch_size, boundary="drop")
     ended = answer_logprobs(model, prompts, with_stop, batch_size, boundary="drop")
+    return _mean_stop_probability(plain, ended)
+
+
+def _mean_stop_probability(plain: Tensor, ended: Tensor) -> float:
+    """Mean P(stop | prompt + answer) from log P(answer) and log P(answer + stop)."""
     ratio = (ended - plain).exp()
     return ratio[torch.isfinite(ratio)].mean().item()
 
@@ -239,13 +244,17 @@ def measure_mixture(
     prompts = build_mixture_prompts(task_list, w, n_prompts, n_examples, seed, template, sampling)
     texts, answers = [p.text for p in prompts], [p.answers for p in prompts]
     names = [t.name for t in task_list]
-    logps = answer_logprobs(model, texts, answers, batch_size, labels=names, progress=progress)
-    ends_by = complete_by(model, texts, answers, batch_size) if solved else None
-    solved_mask = (
-        tasks_solved(model, texts, answers, logps, beam_width, batch_size, ends_by)
-        if solved
-        else None
-    )
+    ends_by = solved_mask = None
+    if solved:  # the answers with and without the newline, packed behind the same prompt
+        with_stop = [(*ans, *(a + "\n" for a in ans)) for ans in answers]
+        both = answer_logprobs(model, texts, with_stop, batch_size, labels=names * 2,
+                               progress=progress)  # fmt: skip
+        logps, ended = both[:, : len(names)], both[:, len(names) :]
+        ends_by = "stop" if _mean_stop_probability(logps, ended) >= 0.5 else "length"
+        solved_mask = tasks_solved(model, texts, answers, logps, beam_width, batch_size, ends_by)
+    else:
+        logps = answer_logprobs(model, texts, answers, batch_size, labels=names,
+                                progress=progress)  # fmt: skip
     return MixtureResult(
         model=getattr(model, "tslens_name", type(model).__name__),
         tasks=names,
