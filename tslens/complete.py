@@ -13,6 +13,7 @@ from functools import lru_cache
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from tslens.batching import default_batch_size
 from tslens.scoring import (
@@ -39,6 +40,7 @@ def beam_complete_answers(
     stop: str = "\n",
     batch_size: int | None = None,
     finish_at_max: bool = False,
+    progress: bool = False,
 ) -> list[list[str]]:
     """Most likely complete answers of each prompt, by beam search.
 
@@ -51,23 +53,29 @@ def beam_complete_answers(
         batch_size: prompts searched together (default: ``default_batch_size``).
         finish_at_max: beams still alive after ``max_new_tokens`` count as complete too (for
             models never trained to end an answer, whose answers have a known length).
+        progress: show a progress bar over the prompts.
 
     Returns:
         Per prompt, distinct non-empty answer strings (text before ``stop``), best first.
     """
     return _in_chunks(
-        model, prompts, stop, batch_size, _search, width, max_new_tokens, finish_at_max
-    )
+        model, prompts, stop, batch_size, _search, width, max_new_tokens, finish_at_max,
+        progress=progress, desc="beam search",
+    )  # fmt: skip
 
 
-def _in_chunks(model, prompts, stop, batch_size, search, *options) -> list:
+def _in_chunks(
+    model, prompts, stop, batch_size, search, *options, progress=False, desc="decoding"
+) -> list:
     """``search(model, prompt_ids, stop, is_stop, *options)`` over chunks of the prompts."""
     is_stop = _stop_tokens(model.tokenizer, stop).to(model.cfg.device)
     batch_size = batch_size or default_batch_size(model)
     results: list = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompt_token_ids(model, prompts[start : start + batch_size])
-        results += search(model, chunk, stop, is_stop, *options)
+    with tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False) as bar:
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompt_token_ids(model, prompts[start : start + batch_size])
+            results += search(model, chunk, stop, is_stop, *options)
+            bar.update(len(chunk))
     return results
 
 

@@ -140,6 +140,7 @@ def tasks_solved(
     width: int | None = None,
     batch_size: int | None = None,
     complete_by: str = "stop",
+    progress: bool = False,
 ) -> Bool[Tensor, "prompt k"]:
     """Whether each answer is among the K most likely complete answers of its prompt.
 
@@ -158,6 +159,7 @@ def tasks_solved(
         batch_size=batch_size,
         max_new_tokens=longest if complete_by == "length" else max(8, longest + 2),
         finish_at_max=complete_by == "length",
+        progress=progress,
     )
     extra = [[c for c in cands if c not in ans] for cands, ans in zip(found, answers, strict=True)]
     extra_logps = answer_logprobs(model, prompts, extra, batch_size=batch_size, boundary="drop")
@@ -251,7 +253,8 @@ def measure_mixture(
                                progress=progress)  # fmt: skip
         logps, ended = both[:, : len(names)], both[:, len(names) :]
         ends_by = "stop" if _mean_stop_probability(logps, ended) >= 0.5 else "length"
-        solved_mask = tasks_solved(model, texts, answers, logps, beam_width, batch_size, ends_by)
+        solved_mask = tasks_solved(model, texts, answers, logps, beam_width, batch_size, ends_by,
+                                   progress)  # fmt: skip
     else:
         logps = answer_logprobs(model, texts, answers, batch_size, labels=names,
                                 progress=progress)  # fmt: skip
