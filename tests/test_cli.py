@@ -109,7 +109,7 @@ def test_user_task_file_in_cli(tmp_path):
         (["--tasks", "capital,first_letter"], "share an input family"),
         (
             ["--tasks", "capital,upper", "--n-examples", "400", "--n-prompts", "1"],
-            "longer than the model's context",
+            "'s context of",
         ),
         (["--tasks", "capital,upper", "--model", "./missing/model"], "does not exist"),
         (

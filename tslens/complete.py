@@ -16,6 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tslens.batching import default_batch_size
+from tslens.resume import cached
 from tslens.scoring import (
     forward_continuation,
     forward_prefix,
@@ -74,7 +75,18 @@ def _in_chunks(
     with tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False) as bar:
         for start in range(0, len(prompts), batch_size):
             chunk = prompt_token_ids(model, prompts[start : start + batch_size])
-            results += search(model, chunk, stop, is_stop, *options)
+
+            def run(chunk=chunk) -> list:
+                return search(model, chunk, stop, is_stop, *options)
+
+            # A sampled chunk depends on the generator's state, which a resumed run would not
+            # share: only deterministic searches are saved.
+            deterministic = not any(isinstance(o, tuple) and o[:1] == ("sample",) for o in options)
+            if deterministic:
+                found = cached(f"decode-{search.__name__}", model, [chunk, stop, options], run)
+                results += [[tuple(a) if isinstance(a, list) else a for a in row] for row in found]
+            else:
+                results += run()
             bar.update(len(chunk))
     return results
 

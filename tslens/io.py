@@ -45,3 +45,39 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically and return the path."""
     return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+@contextmanager
+def reading(path: str | os.PathLike[str], what: str, hint: str = "") -> Iterator[Path]:
+    """Open-and-parse ``path`` inside the block; any failure becomes one :class:`TslensError`
+    line naming ``what`` and the file (and ``hint``, what to do): the one place where tslens
+    translates the errors of files it reads back."""
+    from tslens.errors import TslensError
+
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise TslensError(f"cannot read {what} {path}: it does not exist")
+    try:
+        yield file
+    except TslensError:
+        raise
+    except Exception as err:  # noqa: BLE001 - every parser raises its own types
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise TslensError(
+            f"cannot read {what} {path}: malformed or damaged ({first})"
+            + (f"; {hint}" if hint else "")
+        ) from err
+
+
+def read_json(path: str | os.PathLike[str], what: str, hint: str = "") -> Any:
+    """A JSON file's content (see :func:`reading`)."""
+    with reading(path, what, hint) as file:
+        return json.loads(file.read_text(encoding="utf-8"))
+
+
+def read_toml(path: str | os.PathLike[str], what: str, hint: str = "") -> dict[str, Any]:
+    """A TOML file's content (see :func:`reading`)."""
+    import tomllib
+
+    with reading(path, what, hint) as file:
+        return tomllib.loads(file.read_text(encoding="utf-8"))

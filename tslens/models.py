@@ -102,6 +102,32 @@ def _check_reachable(target: str, local: bool) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local directory never needs the network
 
 
+def check_device(device: str | None) -> None:
+    """Refuse, in one line, a device this machine does not have (instead of a failed assert
+    deep inside torch): unknown names, CUDA without a GPU, a GPU index past the last one."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise TslensError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TslensError(
+                f"device {device!r}: no CUDA GPU is available on this machine (torch "
+                f"{torch.__version__}); use --device cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise TslensError(
+                f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                f"cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise TslensError(f"device {device!r}: Apple MPS is not available here; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise TslensError(f"device {device!r} is not supported; use cpu, cuda, cuda:N or mps")
+
+
 def load_tokenizer(spec: str | None = None, trust_remote_code: bool = False):
     """The tokenizer of a model spec (as :func:`load_model` takes it), without its weights."""
     from transformers import AutoTokenizer
@@ -110,8 +136,9 @@ def load_tokenizer(spec: str | None = None, trust_remote_code: bool = False):
     _check_reachable(target, local)
     try:
         return AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise TslensError(f"could not load the tokenizer of {target!r}: {err}") from err
+    except Exception as err:  # noqa: BLE001 - missing or broken tokenizer files
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise TslensError(f"could not load the tokenizer of {target!r}: {first}") from err
 
 
 def load_model(
@@ -142,6 +169,9 @@ def load_model(
             raise TslensError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
         dtype = DTYPES[dtype]
     _check_reachable(target, local)
+    check_device(device)
+    for placed in (device_map or {}).values() if isinstance(device_map, dict) else ():
+        check_device(f"cuda:{placed}" if isinstance(placed, int) else str(placed))
     if device is None and device_map is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     from transformers.utils import logging as hf_logging
@@ -155,8 +185,17 @@ def load_model(
             device_map=device_map,
             trust_remote_code=trust_remote_code,
         )
-    except OSError as err:  # hub errors, missing files in a directory
-        raise TslensError(f"could not load model {target!r}: {str(err).splitlines()[0]}") from err
+    except TslensError:
+        raise
+    except Exception as err:  # noqa: BLE001 - hub errors, broken weights/config/tokenizer files
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        hint = (
+            "its files (config.json, weights, tokenizer) are damaged or incomplete; restore or "
+            "re-create the directory"
+            if local
+            else "check the hub id"
+        )
+        raise TslensError(f"could not load model {spec or target!r}: {first}; {hint}") from err
     bridge.eval()
     bridge.tslens_name = spec or DEFAULT_MODEL
     provenance = recorded_provenance(target) if local else None

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tslens.errors import TslensError, close_names
+from tslens.io import reading
 from tslens.tasks import Task
 
 
@@ -258,10 +259,9 @@ def load_prompt_file(path: str | Path) -> tuple[list[str], list[list[str]] | Non
     from tslens.tasks.files import SUFFIXES, load_rows
 
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise TslensError(f"prompt file {path} does not exist")
     if file.suffix.lower() == ".txt":
-        text = file.read_text()
+        with reading(file, "prompt file", "it must be UTF-8 text"):
+            text = file.read_text(encoding="utf-8")
         return [text[:-1] if text.endswith("\n") else text], None
     if file.suffix.lower() not in SUFFIXES:
         raise TslensError(f"prompt file {path}: use .txt, .json, .jsonl or .csv")

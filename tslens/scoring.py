@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from tslens.architecture import attention_masks, new_cache
 from tslens.batching import default_batch_size, shrink_on_oom
 from tslens.errors import TslensError
+from tslens.resume import cached
 
 
 class TokenBoundaryError(TslensError):
@@ -307,19 +308,23 @@ def _score_packed(
     longest = max(len(p) for p in prompt_ids)
     batch_size = batch_size or default_batch_size(model, longest)
     order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))  # less padding
-    device, pad = model.cfg.device, pad_token_id(model)
+    pad = pad_token_id(model)
     bar = tqdm(total=len(order), desc="scoring", disable=not progress, leave=False)
 
     def score(chunk: list[int]) -> None:
         if any(a is not None for i in chunk for a in answer_ids[i]):
-            packed = pack_answers(
-                [prompt_ids[i] for i in chunk], [answer_ids[i] for i in chunk], pad
-            )
-            logits = forward_packed(model, packed)
-            sums, misses, scored = read_packed(logits, packed.reads, len(chunk), out.shape[1])
-            rows = torch.tensor(chunk)
-            out[rows] = torch.where(scored, sums, out[rows].to(device)).cpu()
-            greedy[rows] = (scored & (misses == 0)).cpu()
+            p_ids, a_ids = [prompt_ids[i] for i in chunk], [answer_ids[i] for i in chunk]
+
+            def compute() -> dict[str, Tensor]:
+                packed = pack_answers(p_ids, a_ids, pad)
+                logits = forward_packed(model, packed)
+                sums, misses, scored = read_packed(logits, packed.reads, len(chunk), out.shape[1])
+                return {"sums": sums, "misses": misses, "scored": scored}
+
+            got = cached("score", model, [p_ids, a_ids, out.shape[1]], compute)
+            rows, scored = torch.tensor(chunk), got["scored"].cpu()
+            out[rows] = torch.where(scored, got["sums"].cpu(), out[rows])
+            greedy[rows] = scored & (got["misses"].cpu() == 0)
         bar.update(len(chunk))
 
     shrink_on_oom(score, order, batch_size)

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -25,7 +24,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tslens.charlm import build_char_model
-from tslens.io import write_json_atomic
+from tslens.errors import TslensError
+from tslens.io import read_toml, reading, write_json_atomic
 from tslens.synthetic import IGNORE, parse_task, sequence_length, synthetic_batch
 
 
@@ -59,12 +59,15 @@ class Recipe:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Recipe:
-        data = tomllib.loads(Path(path).read_text())
+        data = read_toml(path, "recipe", "see recipes/tslens-char-3l4h.toml for the format")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown recipe keys: {', '.join(sorted(unknown))}")
-        return cls(**data)
+            raise TslensError(f"recipe {path}: unknown keys {', '.join(sorted(unknown))}")
+        try:
+            return cls(**data)
+        except TypeError as err:
+            raise TslensError(f"recipe {path}: {err}") from err
 
     def to_toml(self) -> str:
         def value(v: object) -> str:
@@ -149,14 +152,16 @@ def _load_checkpoint(out: Path, model, optimizer) -> dict | None:
     ckpt = out / "checkpoint"
     if not (ckpt / "trainer.json").exists():
         return None
-    model.load_state_dict(load_file(ckpt / "model.safetensors"))
-    tensors = load_file(ckpt / "optimizer.safetensors")
-    state = optimizer.state_dict()
-    for key, tensor in tensors.items():
-        idx, name = key.split(".", 1)
-        state["state"].setdefault(int(idx), {})[name] = tensor
-    optimizer.load_state_dict(state)
-    return json.loads((ckpt / "trainer.json").read_text())
+    hint = f"delete {ckpt} to start the run over"
+    with reading(ckpt, "checkpoint", hint):
+        model.load_state_dict(load_file(ckpt / "model.safetensors"))
+        tensors = load_file(ckpt / "optimizer.safetensors")
+        state = optimizer.state_dict()
+        for key, tensor in tensors.items():
+            idx, name = key.split(".", 1)
+            state["state"].setdefault(int(idx), {})[name] = tensor
+        optimizer.load_state_dict(state)
+        return json.loads((ckpt / "trainer.json").read_text())
 
 
 def train(recipe: Recipe, out: str | Path, device: str = "cpu", progress: bool = True) -> Path:

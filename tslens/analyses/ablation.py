@@ -25,6 +25,7 @@ from tslens.errors import TslensError
 from tslens.hooks.ablate import ablating
 from tslens.hooks.capture import capturing
 from tslens.hooks.names import hook_name
+from tslens.resume import cached
 from tslens.scoring import (
     answer_token_ids,
     forward_packed,
@@ -53,30 +54,37 @@ class HeadStatistics:
 def head_statistics(model, texts: Sequence[str], batch_size: int | None = None) -> HeadStatistics:
     """One pass over ``texts`` collecting what mean and resample ablation need."""
     n_layers = model.cfg.n_layers
-    sums = [torch.zeros(model.cfg.n_heads, model.cfg.d_head, dtype=torch.float64)] * n_layers
-    finals: list[list[Tensor]] = [[] for _ in range(n_layers)]
-    mask: list[Tensor] = []
 
-    def collect(layer: int):
-        def hook(act: Tensor, hook) -> None:
-            weights = mask[0].to(act.device, act.dtype)[:, :, None, None]
-            sums[layer] = sums[layer] + (act * weights).sum((0, 1)).double().cpu()
-            finals[layer].append(act[:, -1].float().cpu())
+    def run(rows: list[list[int]]) -> dict[str, Tensor]:
+        """One batch's sum of ``z`` over its real tokens and ``z`` at its final tokens."""
+        batch = left_pad(rows, pad_token_id(model), model.cfg.device)
+        sums: list[Tensor] = [torch.zeros(0)] * n_layers
+        finals: list[Tensor] = [torch.zeros(0)] * n_layers
 
-        return hook
+        def collect(layer: int):
+            def hook(act: Tensor, hook) -> None:
+                weights = batch.mask.to(act.device, act.dtype)[:, :, None, None]
+                sums[layer] = (act * weights).sum((0, 1)).double().cpu()
+                finals[layer] = act[:, -1].float().cpu()
+
+            return hook
+
+        hooks = [(hook_name("z", layer), collect(layer)) for layer in range(n_layers)]
+        with model.hooks(fwd_hooks=hooks):
+            model(batch.ids, attention_mask=batch.mask, position_ids=batch.positions,
+                  logits_to_keep=1)  # fmt: skip
+        return {"sums": torch.stack(sums), "finals": torch.stack(finals, dim=1)}
 
     ids = prompt_token_ids(model, texts)
     batch_size = batch_size or default_batch_size(model)
-    hooks = [(hook_name("z", layer), collect(layer)) for layer in range(n_layers)]
-    with model.hooks(fwd_hooks=hooks):
-        for start in range(0, len(ids), batch_size):
-            batch = left_pad(ids[start : start + batch_size], pad_token_id(model), model.cfg.device)
-            mask[:] = [batch.mask]
-            model(batch.ids, attention_mask=batch.mask, position_ids=batch.positions,
-                  logits_to_keep=1)  # fmt: skip
-    final = torch.stack([torch.cat(f) for f in finals], dim=1)
+    parts = [
+        cached("head-stats", model, [rows], lambda rows=rows: run(rows))
+        for rows in (ids[start : start + batch_size] for start in range(0, len(ids), batch_size))
+    ]
+    final = torch.cat([part["finals"] for part in parts])
+    sums = torch.stack([part["sums"] for part in parts]).sum(0)
     n_tokens = sum(len(i) for i in ids)
-    return HeadStatistics(final, final.mean(0), torch.stack(sums).float() / n_tokens)
+    return HeadStatistics(final, final.mean(0), sums.float() / n_tokens)
 
 
 def resample_sources(n: int, seed: int = 0) -> list[int]:
@@ -141,10 +149,20 @@ def ablated_answer_logprobs(
             values = {h: stats.final[src, h[0], h[1]][:, None] for h in heads}
         else:
             src = [prompt_ids[sources[i]] for i in rows]
-            values = _aligned_resample(model, src, heads, width, packed.ids.shape[1], stats)
-        with ablating(model, values, columns):
-            logits = forward_packed(model, packed)
-        out[rows] = read_packed(logits, packed.reads, len(rows), out.shape[1])[0].cpu()
+            values = None  # computed inside the batch (it takes a forward of the sources)
+        key = [[prompt_ids[i] for i in rows], [answer_ids[i] for i in rows], heads, kind, scope,
+               [] if values is None else [values[h] for h in heads], src if values is None else
+               [], stats.mean_all if kind == "resample" and scope == "all" else []]  # fmt: skip
+
+        def run(packed=packed, values=values, columns=columns, width=width, rows=rows) -> dict:
+            if values is None:
+                values = _aligned_resample(model, [prompt_ids[sources[i]] for i in rows], heads,
+                                           width, packed.ids.shape[1], stats)  # fmt: skip
+            with ablating(model, values, columns):
+                logits = forward_packed(model, packed)
+            return {"logprobs": read_packed(logits, packed.reads, len(rows), out.shape[1])[0]}
+
+        out[rows] = cached("ablate", model, key, run)["logprobs"].cpu()
     return out
 
 

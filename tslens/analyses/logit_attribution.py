@@ -32,6 +32,7 @@ from torch import Tensor
 from tslens.architecture import norm_eps, post_attention_norms, rms_gain
 from tslens.errors import TslensError
 from tslens.hooks.capture import capturing
+from tslens.resume import cached
 from tslens.scoring import (
     answer_token_ids,
     default_batch_size,
@@ -116,24 +117,29 @@ def direct_logit_attribution(
     ids = prompt_token_ids(model, prompts)
     batch_size = batch_size or default_batch_size(model)
     parts: list[LogitAttribution] = []
-    for start in range(0, len(ids), batch_size):
-        batch = left_pad(ids[start : start + batch_size], pad_token_id(model), model.cfg.device)
+
+    def run(rows: list[list[int]]) -> dict[str, Tensor]:
+        """The final position's components and logits of one batch (float32, CPU)."""
+        batch = left_pad(rows, pad_token_id(model), model.cfg.device)
         with (
             capturing(model, kinds, layers, [-1]) as acts,
             capturing(model, ("resid_pre",), [0], [-1]) as embed,
         ):
             logits = model(batch.ids, attention_mask=batch.mask, position_ids=batch.positions,
-                           logits_to_keep=1)[:, -1].double().cpu()  # fmt: skip
+                           logits_to_keep=1)[:, -1]  # fmt: skip
+        out = {name: torch.stack(acts[name], dim=1)[:, :, 0].cpu() for name in kinds}
+        return {**out, "resid_0": embed["resid_pre"][0][:, 0].cpu(), "logits": logits.cpu()}
 
-        def final(store, name):  # [batch, layer, ...] at the final position
-            return torch.stack(store[name], dim=1)[:, :, 0].double().cpu()
-
-        z, attn_out, mlp_out = (final(acts, name) for name in ("z", "attn_out", "mlp_out"))
-        resid_0 = final(embed, "resid_pre")[:, 0]
+    for start in range(0, len(ids), batch_size):
+        rows = ids[start : start + batch_size]
+        got = cached("dla", model, [rows, kinds], lambda rows=rows: run(rows))
+        got = {name: value.double() for name, value in got.items()}
+        z, attn_out, mlp_out, logits = got["z"], got["attn_out"], got["mlp_out"], got["logits"]
+        resid_0 = got["resid_0"]
         head_out = einsum(z, w_o, "b l h e, l h e d -> b l h d")
         bias_out = b_o.expand(len(z), -1, -1)
         if post_norms:  # through each post-attention norm, its scale frozen at this run
-            pre_norm = final(acts, "attn_pre_norm")  # [batch, layer, d_model]
+            pre_norm = got["attn_pre_norm"]  # [batch, layer, d_model]
             post_scale = (pre_norm.pow(2).mean(-1) + post_eps).sqrt()  # [batch, layer]
             factor = post_gain / post_scale[..., None]  # [batch, layer, d_model]
             head_out = head_out * factor[:, :, None]

@@ -25,6 +25,7 @@ from tslens.architecture import attention_masks
 from tslens.batching import default_batch_size
 from tslens.hooks.capture import capturing
 from tslens.hooks.patch import patching
+from tslens.resume import cached
 from tslens.scoring import (
     answer_token_ids,
     forward_packed,
@@ -79,23 +80,40 @@ def patched_answer_logprobs(
     n_var, k = len(layers), len(answers[0])
     rows_per_forward = batch_size or 16 * default_batch_size(model)
     out = torch.empty(len(prompts), n_var, k, dtype=torch.float64)
-    device, pad = model.cfg.device, pad_token_id(model)
     prompts_per_chunk = max(1, rows_per_forward // n_var)
     starts = range(0, len(prompts), prompts_per_chunk)
     for start in tqdm(starts, desc="patching", disable=not progress, leave=False):
         chunk = list(range(start, min(start + prompts_per_chunk, len(prompts))))
-        prefix = left_pad([prompt_ids[i][:-1] for i in chunk], pad, device)
-        _, cache = forward_prefix(model, prefix)
-        layout = _Segments(model, prefix, [prompt_ids[i][-1] for i in chunk],
-                           [answer_ids[i] for i in chunk])  # fmt: skip
-        residuals = layout.residuals(model, cache) if int(layers.max()) > 0 else None
-        variants_per_forward = max(1, rows_per_forward // len(chunk))
-        for v0 in range(0, n_var, variants_per_forward):
-            variants = torch.arange(v0, min(v0 + variants_per_forward, n_var))
-            out[chunk, v0 : v0 + len(variants)] = layout.run(
-                model, cache, residuals, layers[variants], vectors[chunk][:, variants], mode,
-                kind, None if heads is None else torch.as_tensor(heads)[variants],
-            )  # fmt: skip
+        key = [[prompt_ids[i] for i in chunk], [answer_ids[i] for i in chunk], layers,
+               vectors[chunk], mode, kind, heads, rows_per_forward]  # fmt: skip
+        out[chunk] = cached(
+            "patch", model, key,
+            lambda chunk=chunk: {"logprobs": _patch_chunk(
+                model, prompt_ids, answer_ids, chunk, layers, vectors, mode, kind, heads,
+                rows_per_forward,
+            )},
+        )["logprobs"].cpu()  # fmt: skip
+    return out
+
+
+def _patch_chunk(
+    model, prompt_ids, answer_ids, chunk, layers, vectors, mode, kind, heads, rows_per_forward
+) -> Float[Tensor, "prompt variant k"]:
+    """Every variant of :func:`patched_answer_logprobs` on the prompts ``chunk``."""
+    prefix = left_pad([prompt_ids[i][:-1] for i in chunk], pad_token_id(model), model.cfg.device)
+    _, cache = forward_prefix(model, prefix)
+    layout = _Segments(model, prefix, [prompt_ids[i][-1] for i in chunk],
+                       [answer_ids[i] for i in chunk])  # fmt: skip
+    residuals = layout.residuals(model, cache) if int(layers.max()) > 0 else None
+    n_var = len(layers)
+    out = torch.empty(len(chunk), n_var, len(answer_ids[chunk[0]]), dtype=torch.float64)
+    variants_per_forward = max(1, rows_per_forward // len(chunk))
+    for v0 in range(0, n_var, variants_per_forward):
+        variants = torch.arange(v0, min(v0 + variants_per_forward, n_var))
+        out[:, v0 : v0 + len(variants)] = layout.run(
+            model, cache, residuals, layers[variants], vectors[chunk][:, variants], mode,
+            kind, None if heads is None else torch.as_tensor(heads)[variants],
+        )  # fmt: skip
     return out
 
 

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from tslens.errors import TslensError
 from tslens.hooks.capture import capture_activations
-from tslens.io import atomic_path
+from tslens.io import atomic_path, reading
 from tslens.prompts import build_mixture_prompts, parse_weights
 from tslens.tasks import Task, resolve_tasks
 
@@ -55,13 +55,13 @@ class TaskVectors:
     @classmethod
     def load(cls, path: str | os.PathLike[str], model=None) -> TaskVectors:
         """Read a file written by :meth:`save`; with ``model``, check that it fits it."""
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = json.loads(f.metadata()["tslens"])
-                vectors = f.get_tensor("vectors")
-        except (OSError, KeyError, ValueError, TypeError) as err:
-            raise TslensError(f"cannot read task vectors {path}: {err}") from err
-        out = cls(meta["model"], meta["tasks"], vectors, meta["kind"], meta["settings"])
+        hint = "pass a file written by tslens patch --vectors, or a new path to write one"
+        with reading(path, "task vectors", hint) as file, safe_open(str(file), "pt") as f:
+            meta = json.loads((f.metadata() or {})["tslens"])
+            vectors = f.get_tensor("vectors")
+            out = cls(meta["model"], meta["tasks"], vectors, meta["kind"], meta["settings"])
+            if vectors.ndim != 3 or len(out.tasks) != len(vectors):
+                raise ValueError(f"vectors of shape {tuple(vectors.shape)} for {out.tasks}")
         if model is not None:
             _, n_layers, d = vectors.shape
             if (n_layers, d) != (model.cfg.n_layers, model.cfg.d_model):

@@ -7,6 +7,7 @@ Bad input ends with one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -23,7 +24,9 @@ from tslens.cli import (
     train,
 )
 from tslens.cli.common import apply_model_template
+from tslens.cli.validate import validate
 from tslens.errors import TslensError
+from tslens.resume import checkpointing
 
 SUBCOMMANDS = (models, tasks, probs, patch, heads, ablate, scale, decode, train, evaluate)
 
@@ -46,19 +49,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands whose batches are saved as they go (tslens.resume); train has its own checkpoints.
+RESUMABLE = ("probs", "patch", "heads", "ablate", "scale", "decode", "evaluate")
+EXIT_STATUS = {
+    0: "success",
+    1: "an unexpected internal error (a bug: please report it, with TSLENS_DEBUG=1's traceback)",
+    2: "bad input: a value, a size, a device, a model or a file that cannot work (one line says "
+    "which and what to do); nothing was computed or written",
+    130: "interrupted (Ctrl-C): finished batches are kept in DIR/.tslens-partial (train: "
+    "DIR/checkpoint); run the same command again to resume",
+}
+
+
+def _arguments(args: argparse.Namespace) -> dict:
+    """What a resumed run must share with the partial one: every option but the output."""
+    skip = {"run", "argv", "out"}
+    return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``tslens`` with ``argv``; returns the exit status (:data:`EXIT_STATUS`)."""
+    state = args = None
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
         args.argv = argv  # so results can state the command that made them
         apply_model_template(args)
-        return args.run(args) or 0
+        validate(args)
+        if args.command not in RESUMABLE:
+            return args.run(args) or 0
+        with checkpointing(args.out, _arguments(args)) as state:
+            return args.run(args) or 0
     except TslensError as err:
         print(f"tslens: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("tslens: interrupted", file=sys.stderr)
+        if state is not None:
+            done = state.saved + state.loaded
+            print(
+                f"tslens: interrupted; {done} finished batches are saved in {state.dir}: run "
+                "the same command again to resume",
+                file=sys.stderr,
+            )
+        elif args is not None and args.command == "train":
+            print(
+                f"tslens: interrupted; the last checkpoint is in {args.out}/checkpoint: run the "
+                "same command again to resume",
+                file=sys.stderr,
+            )
+        else:
+            print("tslens: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        if os.environ.get("TSLENS_DEBUG"):
+            raise
+        err = sys.exc_info()[1]
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        print(
+            f"tslens: internal error: {type(err).__name__}: {first} (a bug; run with "
+            "TSLENS_DEBUG=1 for the traceback and please report it)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

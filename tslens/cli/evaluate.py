@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from tslens.analyses.curves import SHARES
 from tslens.analyses.evaluation import evaluate_model
 from tslens.cli.common import TEMPLATE_HELP, add_model_args, model_from_args, positive_int
 from tslens.errors import TslensError
-from tslens.io import write_json_atomic, write_text_atomic
+from tslens.io import read_json, write_json_atomic, write_text_atomic
 from tslens.models import resolve_model
 from tslens.report.card import markdown_table, set_card_section
 from tslens.report.evaluation import curve_table_markdown, summary_rows, write_evaluation_html
@@ -98,10 +97,7 @@ def run(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     evaluations = []
     for path in args.evaluations:
-        try:
-            evaluations.append(json.loads(path.read_text()))
-        except (OSError, ValueError) as err:
-            raise TslensError(f"cannot read evaluation {path}: {err}") from err
+        evaluations.append(read_json(path, "evaluation", "pass eval.json files of tslens evaluate"))
         if not isinstance(evaluations[-1], dict) or "curves" not in evaluations[-1]:
             raise TslensError(f"{path} is not an eval.json of tslens evaluate / train")
     pairs = {tuple(tuple(c["tasks"]) for c in ev["curves"]) for ev in evaluations}

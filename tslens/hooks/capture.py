@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from tslens.batching import default_batch_size
 from tslens.hooks.names import check_layers, hook_name
+from tslens.resume import cached
 from tslens.scoring import left_pad, pad_token_id, prompt_token_ids
 
 
@@ -77,17 +78,23 @@ def capture_activations(
         raise ValueError("a prompt is shorter than the positions asked for")
     batch_size = batch_size or default_batch_size(model)
     chunks: dict[str, list[Tensor]] = {kind: [] for kind in kinds}
-    with capturing(model, kinds, layers, offsets) as store:
-        for start in tqdm(range(0, len(ids), batch_size), disable=not progress, leave=False):
-            batch = left_pad(ids[start : start + batch_size], pad_token_id(model), model.cfg.device)
+
+    def run(rows: list[list[int]]) -> dict[str, Tensor]:
+        batch = left_pad(rows, pad_token_id(model), model.cfg.device)
+        with capturing(model, kinds, layers, offsets) as store:
             model(
                 batch.ids,
                 attention_mask=batch.mask,
                 position_ids=batch.positions,
                 logits_to_keep=1,  # the unembedding of other positions is never needed
             )
-            for kind in kinds:
-                # [batch, layer, pos, ...]
-                chunks[kind].append(torch.stack(store[kind], dim=1).cpu())
+        # [batch, layer, pos, ...]
+        return {kind: torch.stack(store[kind], dim=1).cpu() for kind in kinds}
+
+    for start in tqdm(range(0, len(ids), batch_size), disable=not progress, leave=False):
+        rows = ids[start : start + batch_size]
+        got = cached("capture", model, [rows, kinds, layers, offsets], lambda rows=rows: run(rows))
+        for kind in kinds:
+            chunks[kind].append(got[kind])
     out = {kind: torch.cat(parts) for kind, parts in chunks.items()}
     return {kind: t[:, :, 0] if single else t for kind, t in out.items()}

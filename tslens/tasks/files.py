@@ -11,6 +11,7 @@ from functools import cache
 from pathlib import Path
 
 from tslens.errors import TslensError
+from tslens.io import reading
 from tslens.tasks.base import Family, Task
 
 SUFFIXES = {".json": "json", ".jsonl": "json", ".csv": "csv"}
@@ -28,18 +29,14 @@ def load_rows(path: str | Path, what: str = "file"):
     file"``, ``"prompt file"``)."""
     import datasets
 
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise TslensError(f"{what} {path} does not exist")
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)
-    try:
+    with reading(path, what, "see docs/cli.md for the columns it needs") as file:
+        if file.suffix.lower() not in SUFFIXES:
+            raise ValueError(f"use a {', '.join(SUFFIXES)} file")
         return datasets.load_dataset(
             SUFFIXES[file.suffix.lower()], data_files=str(file), split="train"
         )
-    except Exception as err:  # datasets raises many types for malformed files
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise TslensError(f"{what} {path} is malformed: {first[:200]}") from err
 
 
 @cache
