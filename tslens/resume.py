@@ -107,35 +107,47 @@ def checkpointing(out: str | os.PathLike[str], arguments: dict[str, Any]) -> Ite
     batch results there. On success the partial state is deleted; on an error or an
     interruption it stays for the next run of the same command."""
     state = Checkpoints(Path(out))
+    created = not state.out.exists()
     state.out.mkdir(parents=True, exist_ok=True)
-    with _locked(state.out):
-        record = state.dir / "run.json"
-        wanted = json.loads(json.dumps(arguments, sort_keys=True, default=str))
-        if record.exists():
-            try:
-                saved = json.loads(record.read_text())
-            except (OSError, ValueError):
-                saved = None
-            if saved != wanted:
-                changed = sorted(
-                    k for k in set(wanted) | set(saved or {})
-                    if (saved or {}).get(k) != wanted.get(k)
-                )  # fmt: skip
-                raise TslensError(
-                    f"{out} holds a partial run with other arguments ({', '.join(changed)} "
-                    f"differ); re-run that command to finish it, use another --out, or delete "
-                    f"{state.dir}"
-                )
-        else:
-            state.dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(record) as tmp:
-                tmp.write_text(json.dumps(wanted, sort_keys=True, indent=1))
-        token = _ACTIVE.set(state)
+    try:
+        with _locked(state.out):
+            yield from _run(state, arguments)
+    finally:
+        if (
+            created
+            and state.saved == 0
+            and not any(p.name not in (PARTIAL, LOCK) for p in state.out.iterdir())
+        ):  # a run that failed before saving anything leaves no directory behind
+            shutil.rmtree(state.out, ignore_errors=True)
+
+
+def _run(state: Checkpoints, arguments: dict[str, Any]) -> Iterator[Checkpoints]:
+    """Check or record the arguments, then make :func:`cached` use ``state``."""
+    record = state.dir / "run.json"
+    wanted = json.loads(json.dumps(arguments, sort_keys=True, default=str))
+    if record.exists():
         try:
-            yield state
-        finally:
-            _ACTIVE.reset(token)
-        shutil.rmtree(state.dir, ignore_errors=True)  # only reached when the run succeeded
+            saved = json.loads(record.read_text())
+        except (OSError, ValueError):
+            saved = None
+        if saved != wanted:
+            before = saved if isinstance(saved, dict) else {}
+            changed = sorted(k for k in set(wanted) | set(before) if before.get(k) != wanted.get(k))
+            raise TslensError(
+                f"{state.out} holds a partial run with other arguments ("
+                f"{', '.join(changed) or 'unreadable record'} differ); re-run that command to "
+                f"finish it, use another --out, or delete {state.dir}"
+            )
+    else:
+        state.dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(record) as tmp:
+            tmp.write_text(json.dumps(wanted, sort_keys=True, indent=1))
+    token = _ACTIVE.set(state)
+    try:
+        yield state
+    finally:
+        _ACTIVE.reset(token)
+    shutil.rmtree(state.dir, ignore_errors=True)  # only reached when the run succeeded
 
 
 def model_key(model) -> list[Any]:

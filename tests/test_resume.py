@@ -1,0 +1,125 @@
+"""Long runs survive interruption: a run stopped part way keeps its finished batches, the same
+command resumes to results identical to an uninterrupted run, other arguments are refused,
+and two runs cannot share an output directory."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tslens import resume
+from tslens.analyses import patching
+from tslens.cli import main
+
+PATCH = ["patch", "--tasks", "plus2,plus5", "--n-prompts", "6", "--lambdas", "0:1:3",
+         "--batch-size", "2"]  # fmt: skip
+HEADS = ["heads", "--tasks", "plus2,plus5", "--n-prompts", "4", "--batch-size", "2"]
+
+
+def _interrupt_after(monkeypatch, calls: int | None) -> list:
+    """Ctrl-C (KeyboardInterrupt) at the ``calls``-th batch of patched scoring (``None``:
+    never); returns the list that counts the batches computed."""
+    original, seen = patching._patch_chunk, []
+
+    def stop(*args, **kwargs):
+        seen.append(1)
+        if len(seen) == calls:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(patching, "_patch_chunk", stop)
+    return seen
+
+
+@pytest.mark.parametrize(("argv", "result"), [(PATCH, "patch.json"), (HEADS, "heads.json")])
+def test_an_interrupted_run_resumes_to_identical_results(argv, result, tmp_path, capsys,
+                                                         monkeypatch):  # fmt: skip
+    with monkeypatch.context() as patch:
+        whole_batches = _interrupt_after(patch, None)
+        assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    whole = json.loads((tmp_path / "whole" / result).read_text())
+    assert not (tmp_path / "whole" / resume.PARTIAL).exists()  # cleaned up after success
+
+    out = tmp_path / "split"
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 3)
+        capsys.readouterr()
+        assert main([*argv, "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "run the same command again to resume" in err
+    saved = list((out / resume.PARTIAL).glob("*-*"))
+    assert saved and not (out / result).exists() and not (out / resume.LOCK).exists()
+
+    with monkeypatch.context() as patch:
+        resumed_batches = _interrupt_after(patch, None)
+        assert main([*argv, "--out", str(out)]) == 0
+    resumed = json.loads((out / result).read_text())
+    whole.pop("command", None), resumed.pop("command", None)
+    assert resumed == whole
+    assert not (out / resume.PARTIAL).exists()
+    # the two batches finished before the interruption were loaded, not computed again
+    assert len(resumed_batches) == len(whole_batches) - 2
+
+
+def test_other_arguments_are_not_mixed_with_a_partial_run(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "o"
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 2)
+        assert main([*PATCH, "--out", str(out)]) == 130
+    capsys.readouterr()
+    assert main([*PATCH, "--seed", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "partial run with other arguments (seed differ)" in err
+
+
+def test_two_runs_cannot_share_an_output_directory(tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        import socket
+
+        (out / resume.LOCK).write_text(json.dumps({"pid": holder.pid,
+                                                    "host": socket.gethostname()}))  # fmt: skip
+        assert main([*PATCH, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"another tslens run (pid {holder.pid}" in err and err.count("\n") == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is gone: its lock is stale and the next run takes it over
+    assert main([*PATCH, "--out", str(out)]) == 0
+    assert (out / "patch.json").exists() and not (out / resume.LOCK).exists()
+
+
+def test_a_failed_run_leaves_no_directory_behind(tmp_path):
+    assert main(["ablate", "--tasks", "plus2,plus5", "--kind", "nope", "--out",
+                 str(tmp_path / "o")]) == 2  # fmt: skip
+    assert not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_on_a_real_process_then_resume(tmp_path):
+    """The real signal: SIGINT a `tslens patch` process once it has saved batches."""
+    out = tmp_path / "o"
+    argv = [sys.executable, "-m", "tslens", *PATCH[:4], "24", *PATCH[5:-1], "1", "--out",
+            str(out)]  # fmt: skip
+    env = {**os.environ, "TSLENS_DEBUG": ""}
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env=env)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if len(list((out / resume.PARTIAL).glob("patch-*"))) >= 2:
+            proc.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("tslens: interrupted;")
+    assert "Traceback" not in err
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "patch.json").read_text())["n_prompts"] == 24
