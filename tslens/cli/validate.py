@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+from safetensors import safe_open
+
 from tslens.errors import TslensError
-from tslens.io import read_json
+from tslens.io import read_json, reading
 
 # Numeric options and the least value each accepts (checked whatever the model).
 MINIMUMS = {
@@ -48,6 +50,10 @@ def model_shape(spec: str | None) -> ModelShape | None:
         return None
     config = read_json(Path(target) / "config.json", "model config", "restore the directory")
     config = config.get("text_config", config)
+    for weights in sorted(Path(target).glob("*.safetensors")):  # headers only: fast
+        with reading(weights, "model weights", "restore or re-create the model directory"):
+            with safe_open(str(weights), framework="pt"):
+                pass
 
     def first(*keys: str) -> int | None:
         return next((int(config[k]) for k in keys if config.get(k) is not None), None)
