@@ -113,6 +113,9 @@ def checkpointing(out: str | os.PathLike[str], arguments: dict[str, Any]) -> Ite
         with _locked(state.out):
             yield from _run(state, arguments)
     finally:
+        batches = [p for p in state.dir.glob("*") if p.name != "run.json"]
+        if not batches:  # nothing to resume: leave no partial state that would refuse a re-run
+            shutil.rmtree(state.dir, ignore_errors=True)
         if (
             created
             and state.saved == 0

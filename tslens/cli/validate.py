@@ -145,6 +145,10 @@ def validate(args: argparse.Namespace) -> None:
         from tslens.models import check_device
 
         check_device(args.device)
+    if getattr(args, "device_map", None) is not None:
+        from tslens.cli.common import parse_device_map
+
+        parse_device_map(args.device_map, args.device)
     if hasattr(args, "models") and args.models:
         for spec in [m.strip() for m in args.models.split(",") if m.strip()]:
             _check_model_sizes(args, spec)
