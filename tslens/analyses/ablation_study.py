@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from tslens.analyses.ablation import (
     Head,
@@ -32,7 +33,14 @@ from tslens.tasks import Task
 
 
 def head_importance(
-    model, texts, answers, kind: str, stats: HeadStatistics, seed: int = 0, batch_size=None
+    model,
+    texts,
+    answers,
+    kind: str,
+    stats: HeadStatistics,
+    seed: int = 0,
+    batch_size=None,
+    progress: bool = False,
 ) -> Float[Tensor, "k layer head"]:
     """Mean drop of each answer's probability when one head is ablated at the final
     position, for every head (positive = the head helps that answer)."""
@@ -43,7 +51,7 @@ def head_importance(
         values = stats.mean_final
     else:  # each prompt gets its resample source's activations
         values = stats.final[resample_sources(len(texts), seed)]
-    delta, _ = per_head_effects(model, texts, answers, values, batch_size)
+    delta, _ = per_head_effects(model, texts, answers, values, batch_size, progress)
     return -delta
 
 
@@ -97,6 +105,7 @@ def ablation_study(
     template: str | None = None,
     n_random: int = 5,
     batch_size: int | None = None,
+    progress: bool = False,
 ) -> AblationStudy:
     """The one-head vs K-head ablation on uniform K-task mixture prompts.
 
@@ -104,18 +113,24 @@ def ablation_study(
     the head whose ablation lowers the tasks' summed probability most, k_heads the top head
     of each task (:func:`top_heads_per_task`). Given ``heads``, k_heads is that set and
     one_head its first head. ``random`` holds ``n_random`` draws of as many distinct random
-    heads as k_heads (seeded), and their mean.
+    heads as k_heads (seeded), and their mean. ``progress`` shows a bar over the stages (and
+    one over the prompts while every head is ranked).
     """
     check_ablation(kind, scope)
     prompts = build_mixture_prompts(tasks, None, n_prompts, n_examples, seed, template)
     texts, answers = [p.text for p in prompts], [p.answers for p in prompts]
     if kind == "resample":
         resample_sources(len(texts))  # fails early, with its message, on one prompt
+    stages = tqdm(total=5 + n_random - (heads is not None), desc=f"ablation K={len(tasks)}",
+                  unit="stage", disable=not progress, leave=False)  # fmt: skip
     stats = head_statistics(model, texts, batch_size) if kind != "zero" else None
+    stages.update()
     result: dict = {"kind": kind, "scope": scope, "n_prompts": n_prompts,
                     "n_examples": n_examples, "seed": seed}  # fmt: skip
     if heads is None:
-        importance = head_importance(model, texts, answers, kind, stats, seed, batch_size)
+        importance = head_importance(model, texts, answers, kind, stats, seed, batch_size,
+                                     progress)  # fmt: skip
+        stages.update()
         total = importance.sum(0).flatten()
         one = [divmod(int(total.argmax()), model.cfg.n_heads)]
         k_set = top_heads_per_task(importance)
@@ -129,7 +144,12 @@ def ablation_study(
         heads = [tuple(h) for h in heads]
         one, k_set = heads[:1], heads
         result["heads_from"] = "given"
-    run = lambda hs: _outcome(model, texts, answers, hs, kind, scope, stats, seed, batch_size)  # noqa: E731
+
+    def run(hs: Sequence[Head]) -> dict:
+        outcome = _outcome(model, texts, answers, hs, kind, scope, stats, seed, batch_size)
+        stages.update()
+        return outcome
+
     result["baseline"] = run([])
     result["one_head"] = run(one)
     result["k_heads"] = run(k_set)
@@ -144,6 +164,7 @@ def ablation_study(
         "probs": np.mean([d["probs"] for d in draws], axis=0).tolist(),
         "other": float(np.mean([d["other"] for d in draws])),
     }
+    stages.close()
     return AblationStudy([t.name for t in tasks], result)
 
 

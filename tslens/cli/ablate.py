@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     options = dict(
         kind=args.kind, scope=args.scope, n_prompts=args.n_prompts, seed=args.seed,
         n_examples=args.n_examples or default_n_examples(tasks), template=args.template,
-        n_random=args.n_random, batch_size=args.batch_size,
+        n_random=args.n_random, batch_size=args.batch_size, progress=True,
     )  # fmt: skip
     study = ablation_study(model, tasks, heads=heads, **options).to_json()
     by_k = []
