@@ -24,7 +24,9 @@ from tslens.tasks import list_tasks, resolve_tasks
 FAMILIES: dict[str, list[str]] = {}
 for _task in list_tasks():
     FAMILIES.setdefault(_task.family.name, []).append(_task.name)
-SETTINGS = settings(max_examples=60, deadline=None,
+# derandomize: CI sees the same generated inputs on every run (no flaky property failures);
+# a developer can widen the search with --hypothesis-seed or more max_examples.
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
 
 
