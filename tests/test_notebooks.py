@@ -30,3 +30,8 @@ def test_notebook_runs_and_is_stored_stripped(path):
         o for c in code for o in c.outputs if "application/vnd.plotly.v1+json" in o.get("data", {})
     ]
     assert figures, "the notebook shows plotly figures inline"
+    html = "".join(o.get("data", {}).get("text/html", "") for c in code for o in c.outputs)
+    # offline: plotly.js itself is in the notebook (once), never fetched from a CDN
+    assert html.count("plotly.js v") == 1 and 'src="https://cdn.plot.ly' not in html
+    warnings = "".join(o.get("text", "") for c in code for o in c.outputs)
+    assert "IProgress not found" not in warnings  # the widgets tqdm needs are installed
