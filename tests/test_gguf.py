@@ -176,7 +176,7 @@ def test_tslens_models_lists_every_kind(capsys):
 
 def test_pretrained_models_bring_their_own_template(monkeypatch):
     from tslens.cli import build_parser
-    from tslens.cli.common import apply_model_template
+    from tslens.cli.common import apply_model_defaults
 
     for argv, expected in [
         (["probs", "--tasks", "capital,upper", "--model", "gemma-3-270m", "--out", "x"], "spaced"),
@@ -189,7 +189,7 @@ def test_pretrained_models_bring_their_own_template(monkeypatch):
           "x"], None),
     ]:  # fmt: skip
         args = build_parser().parse_args(argv)
-        apply_model_template(args)
+        apply_model_defaults(args)
         assert args.template == expected, argv
 
 
@@ -220,3 +220,23 @@ def test_head_patching_and_dla_on_grouped_query_attention(tiny_gqa):
     dla = direct_logit_attribution(tiny_gqa, texts, tokens)
     assert dla.heads.shape == (2, 2, 2, 4)
     assert (dla.total() - dla.logits).abs().max() < 1e-4
+
+
+def test_commands_without_tasks_use_the_models_own_pair(tiny_char_dir, capsys):
+    from tslens.cli import build_parser
+    from tslens.cli.common import apply_model_defaults
+
+    for argv, expected in [
+        (["patch", "--model", "gemma-3-270m", "--out", "x"], "first_letter,first_letter_upper"),
+        (["probs", "--model", "smollm2-135m", "--out", "x"], "copy_op1,copy_op2"),
+        (["heads", "--out", "x"], "plus2,plus5"),  # the shipped default model
+        (["scale", "--models", "tslens-char-1l2h-d32,tslens-char-3l4h", "--out", "x"],
+         "plus2,plus5"),
+        (["ablate", "--model", "gemma-3-270m", "--tasks", "capital,upper", "--out", "x"],
+         "capital,upper"),  # given tasks win
+    ]:  # fmt: skip
+        args = build_parser().parse_args(argv)
+        apply_model_defaults(args)
+        assert args.tasks == expected, argv
+    assert main(["probs", "--model", str(tiny_char_dir), "--out", "x"]) == 2
+    assert "--tasks is required" in capsys.readouterr().err

@@ -38,6 +38,20 @@ DEFAULT_MODEL = "tslens-char-3l4h"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def default_tasks(spec: str | None) -> str | None:
+    """The task pair a named model works with, for commands run without ``--tasks``: the
+    pretrained models' own (:mod:`tslens.pretrained`), the character models' training tasks,
+    the fixture's country tasks; ``None`` for any other model."""
+    spec = spec or DEFAULT_MODEL
+    if spec in PRETRAINED:
+        return PRETRAINED[spec].tasks
+    if spec == FIXTURE_NAME:
+        return "capital,continent"
+    if "/" not in spec and (PACKAGED_MODELS / spec / "config.json").exists():
+        return "pair1,pair4" if spec.endswith("-pair") else "plus2,plus5"
+    return None
+
+
 def shipped_model_names() -> list[str]:
     """Names accepted by :func:`load_model` besides paths and hub ids."""
     packaged = [p.name for p in PACKAGED_MODELS.glob("*") if (p / "config.json").exists()]
@@ -229,7 +243,8 @@ def list_models() -> list[dict[str, str | bool | None]]:
     Returns:
         One dict per model: ``name``, ``kind`` (``shipped``/``fixture``/``pretrained``),
         ``installed``, ``converted`` (the cached HF directory, or None), ``size``, ``shape``,
-        ``licence``, ``source`` and ``install`` (the command that makes it loadable, or None).
+        ``licence``, ``source``, ``install`` (the command that makes it loadable, or None)
+        and ``tasks`` (the pair commands use without ``--tasks``).
     """
     from tslens.fixture import cached_fixture_dir
     from tslens.gguf import cached_entry_ok
@@ -259,4 +274,6 @@ def list_models() -> list[dict[str, str | bool | None]]:
             "converted": done, "size": entry.size, "shape": entry.shape,
             "licence": entry.licence, "source": entry.source, "install": entry.install,
         })  # fmt: skip
+    for row in rows:
+        row["tasks"] = default_tasks(str(row["name"]))
     return rows

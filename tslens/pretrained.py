@@ -32,6 +32,8 @@ class PretrainedModel:
         install: the exact command that installs what the model needs.
         licence, source, size, shape: what ``tslens models`` shows.
         template: the demonstration format that works for the model (see :mod:`tslens.prompts`).
+        tasks: the task pair commands use without ``--tasks``: one the model can do, that
+            superposes within its prompts (measured in ``docs/findings.md``).
         assemble: for GGUFs shipped in chunks, a function writing the file into a directory.
     """
 
@@ -46,6 +48,7 @@ class PretrainedModel:
     size: str
     shape: str
     template: str = "spaced"
+    tasks: str = "copy_op1,copy_op2"
     assemble: Callable[[Path], Path] | None = None
 
     def installed(self) -> bool:
@@ -118,6 +121,8 @@ PRETRAINED: dict[str, PretrainedModel] = {
             source="google/gemma-3-270m, Q4_K_M GGUF in four PyPI chunk packages",
             size="268M params (GGUF 253 MB)",
             shape="18 layers, 4 heads (1 KV head), d_model 640, vocab 262144",
+            # both tasks within prompts, and task vectors that transfer at layer 10
+            tasks="first_letter,first_letter_upper",
             assemble=_assemble_gemma,
         ),
         PretrainedModel(

@@ -23,7 +23,7 @@ from tslens.cli import (
     tasks,
     train,
 )
-from tslens.cli.common import apply_model_template
+from tslens.cli.common import apply_model_defaults
 from tslens.cli.validate import validate
 from tslens.errors import TslensError
 from tslens.resume import checkpointing
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
         args.argv = argv  # so results can state the command that made them
-        apply_model_template(args)
+        apply_model_defaults(args)
         validate(args)
         if args.command not in RESUMABLE:
             return args.run(args) or 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tslens.analyses.ablation_study import ablation_study
 from tslens.cli.common import (
+    TASKS_HELP,
     add_model_args,
     add_prompt_args,
     default_n_examples,
@@ -27,7 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Writes DIR/ablate.json (baseline, one_head, k_heads, random: each task's "
         "probability and other, with the heads used; by_k for K = 1..4) and DIR/ablate.html.",
     )
-    parser.add_argument("--tasks", required=True, help="one or more tasks of one family: A,B")
+    parser.add_argument(
+        "--tasks", default=None, help=TASKS_HELP.format("one or more tasks of one family: A,B")
+    )
     parser.add_argument("--kind", default="mean", help="zero, mean or resample")
     parser.add_argument("--scope", default="final", help="final (the answer position) or all")
     parser.add_argument(

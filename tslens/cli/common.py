@@ -6,7 +6,7 @@ import argparse
 import json
 
 from tslens.errors import TslensError
-from tslens.models import DEFAULT_MODEL, DTYPES, load_model
+from tslens.models import DEFAULT_MODEL, DTYPES, default_tasks, load_model
 from tslens.pretrained import default_template
 
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -74,18 +74,29 @@ def parse_device_map(text: str | None, device: str | None) -> str | dict | None:
     return text
 
 
-def apply_model_template(args: argparse.Namespace) -> None:
-    """Without ``--template``, prompts follow the model's own conventions: a named pretrained
-    model's template (``tslens.pretrained``) when every model of the run agrees on one, else
-    the tasks' default."""
-    if getattr(args, "template", "unset") is not None:
-        return
+TASKS_HELP = "{} (default: the model's own pair, see tslens models)"
+# Commands whose --tasks default to the model's own pair.
+TASKS_FROM_MODEL = ("probs", "patch", "heads", "ablate", "scale")
+
+
+def apply_model_defaults(args: argparse.Namespace) -> None:
+    """What a run takes from its model(s) when not given: without ``--template``, a named
+    pretrained model's template (``tslens.pretrained``) when every model of the run agrees
+    on one, else the tasks' default; without ``--tasks`` (where a command takes them), the
+    model's own task pair (:func:`tslens.models.default_tasks`)."""
     specs = [getattr(args, "model", None)]
     if getattr(args, "models", None):
         specs = [m.strip() for m in args.models.split(",") if m.strip()]
-    templates = {default_template(spec) for spec in specs}
-    if len(templates) == 1:
-        args.template = templates.pop()
+    if getattr(args, "template", "unset") is None:
+        templates = {default_template(spec) for spec in specs}
+        if len(templates) == 1:
+            args.template = templates.pop()
+    if getattr(args, "command", None) in TASKS_FROM_MODEL and args.tasks is None:
+        pairs = {default_tasks(spec) for spec in specs}
+        if len(pairs) != 1 or None in pairs:
+            names = ", ".join(str(s or DEFAULT_MODEL) for s in specs)
+            raise TslensError(f"--tasks is required: no default task pair is known for {names}")
+        args.tasks = pairs.pop()
 
 
 def positive_int(text: str) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tslens.analyses.heads import METHODS, attribute_heads, check_methods
 from tslens.cli.common import (
+    TASKS_HELP,
     add_model_args,
     add_prompt_args,
     default_n_examples,
@@ -28,7 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "attribution), patch (clean head patched into shuffled-label prompts), aie (Todd et "
         "al.'s average indirect effect, with each task's function vector).",
     )
-    parser.add_argument("--tasks", required=True, help="one or more tasks of one family: A,B")
+    parser.add_argument(
+        "--tasks", default=None, help=TASKS_HELP.format("one or more tasks of one family: A,B")
+    )
     parser.add_argument("--method", default=",".join(METHODS), help="any of dla,patch,aie")
     parser.add_argument(
         "--fv-heads", type=positive_int, default=None,

@@ -33,10 +33,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'model':<22} {'kind':<10} {'status':<34} shape")
+    print(f"{'model':<22} {'kind':<10} {'status':<34} {'default --tasks':<32} shape")
     for row in rows:
         name = row["name"] + (" *" if row["name"] == DEFAULT_MODEL else "")
-        print(f"{name:<22} {row['kind']:<10} {_status(row):<34} {row['shape']}")
+        print(f"{name:<22} {row['kind']:<10} {_status(row):<34} {row['tasks']:<32} "
+              f"{row['shape']}")  # fmt: skip
     print("\n* the default model. Pretrained models:")
     for row in rows:
         if row["kind"] == "pretrained":

@@ -11,7 +11,13 @@ import torch
 from tslens.analyses.geometry import vector_geometry
 from tslens.analyses.sweeps import lambda_points, patch_sweep, simplex_path
 from tslens.analyses.task_vectors import TaskVectors, task_vectors
-from tslens.cli.common import add_model_args, add_prompt_args, default_n_examples, model_from_args
+from tslens.cli.common import (
+    TASKS_HELP,
+    add_model_args,
+    add_prompt_args,
+    default_n_examples,
+    model_from_args,
+)
 from tslens.errors import TslensError
 from tslens.hooks.names import check_layers
 from tslens.io import write_json_atomic
@@ -27,7 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "the first task's vector (lambda*v_A + (1-lambda)*v_B); with K>=3 lambda walks from "
         "the uniform mix (0) to the midpoint of tasks 2..K (1), as in the paper.",
     )
-    parser.add_argument("--tasks", required=True, help="two or more tasks of one family: A,B[,C]")
+    parser.add_argument(
+        "--tasks", default=None, help=TASKS_HELP.format("two or more tasks of one family: A,B[,C]")
+    )
     parser.add_argument("--layers", default="all", help="all, a:b (layers a..b-1) or l1,l2,...")
     parser.add_argument("--lambdas", default="0:1:11", help="start:stop:count or a list 0,0.5,1")
     parser.add_argument("--mode", default="replace", choices=["replace", "add"])

@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 
 from tslens.analyses.mixture import measure_mixture
-from tslens.cli.common import TEMPLATE_HELP, add_model_args, model_from_args, positive_int
+from tslens.cli.common import (
+    TASKS_HELP,
+    TEMPLATE_HELP,
+    add_model_args,
+    model_from_args,
+    positive_int,
+)
 from tslens.io import write_json_atomic
 from tslens.prompts import build_mixture_prompts, parse_weights
 from tslens.report.mixture import write_mixture_html
@@ -19,7 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="answer probability of every task on mixture prompts",
         description="Writes DIR/probs.json and DIR/probs.html.",
     )
-    parser.add_argument("--tasks", required=True, help="comma-separated task names or files")
+    parser.add_argument(
+        "--tasks", default=None, help=TASKS_HELP.format("comma-separated task names or files")
+    )
     parser.add_argument("--weights", default=None, help="e.g. 0.5,0.5 or 1/3,2/3 (default even)")
     parser.add_argument("--n-prompts", type=positive_int, default=100)
     parser.add_argument("--n-examples", type=int, default=60, help="demonstrations per prompt")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tslens.analyses.scaling import scale_study
 from tslens.cli.common import (
+    TASKS_HELP,
     add_model_args,
     add_prompt_args,
     default_n_examples,
@@ -29,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--models", required=True,
                         help="comma-separated hub ids, local directories or shipped names, "
                         "e.g. a size ladder smallest first")  # fmt: skip
-    parser.add_argument("--tasks", required=True, help="comma-separated task names or files")
+    parser.add_argument(
+        "--tasks", default=None, help=TASKS_HELP.format("comma-separated task names or files")
+    )
     parser.add_argument("--weights", nargs="+", default=None,
                         help="one or more weight settings, e.g. 0.5,0.5 0.7,0.3 "
                         "(default: uniform)")  # fmt: skip
