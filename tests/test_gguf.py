@@ -240,3 +240,28 @@ def test_commands_without_tasks_use_the_models_own_pair(tiny_char_dir, capsys):
         assert args.tasks == expected, argv
     assert main(["probs", "--model", str(tiny_char_dir), "--out", "x"]) == 2
     assert "--tasks is required" in capsys.readouterr().err
+
+
+def test_a_named_model_with_a_changed_byte_is_refused(gguf_dir, tmp_path, cache, monkeypatch):
+    """The pinned digest of a named model, without any checksum file: a package whose GGUF was
+    altered is refused before anything is converted."""
+    import dataclasses
+
+    from tslens import pretrained
+
+    package = tmp_path / "fake_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    shutil.copyfile(gguf_dir / "tiny.gguf", package / "tiny.gguf")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = dataclasses.replace(pretrained.PRETRAINED["smollm2-135m"], name="tiny-named",
+                                module="fake_pkg", filename="tiny.gguf",
+                                sha256=sha256_file(gguf_dir / "tiny.gguf"))  # fmt: skip
+    monkeypatch.setitem(pretrained.PRETRAINED, "tiny-named", entry)
+    model = load_model("tiny-named", device="cpu")  # the pinned file loads
+    assert model.cfg.n_layers == 2
+    data = bytearray((package / "tiny.gguf").read_bytes())
+    data[-100] ^= 0xFF
+    (package / "tiny.gguf").write_bytes(bytes(data))
+    with pytest.raises(TslensError, match="corrupt or not the expected file"):
+        load_model("tiny-named", device="cpu")
