@@ -123,3 +123,20 @@ def test_ctrl_c_on_a_real_process_then_resume(tmp_path):
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "patch.json").read_text())["n_prompts"] == 24
+
+
+def test_batches_under_someone_elses_hooks_are_never_saved(tiny_char, tmp_path):
+    import torch
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"x": torch.ones(2)}
+
+    with resume.checkpointing(tmp_path / "o", {"a": 1}) as state:
+        resume.cached("t", tiny_char, [1, 2], compute)
+        resume.cached("t", tiny_char, [1, 2], compute)  # same key: loaded, not computed
+        with tiny_char.hooks(fwd_hooks=[("blocks.0.hook_resid_post", lambda a, hook: a)]):
+            resume.cached("t", tiny_char, [1, 2], compute)  # hooks change what it computes
+        assert len(calls) == 2 and state.saved == 1 and state.loaded == 1

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,6 +62,13 @@ def active() -> Checkpoints | None:
     return _ACTIVE.get()
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -81,10 +89,11 @@ def _locked(out: Path) -> Iterator[None]:
         except FileExistsError:
             try:
                 holder = json.loads(lock.read_text())
-            except (OSError, ValueError):
+            except (OSError, ValueError):  # being written right now, or damaged
                 holder = {}
             alive = holder.get("host") == me["host"] and _pid_alive(int(holder.get("pid", -1)))
-            if alive or holder.get("host") not in (None, me["host"]):
+            fresh = not holder and time.time() - _mtime(lock) < 10
+            if alive or fresh or holder.get("host") not in (None, me["host"]):
                 raise TslensError(
                     f"another tslens run (pid {holder.get('pid')} on {holder.get('host')}) is "
                     f"writing to {out}; wait for it, or use another --out (if none is running, "
@@ -95,6 +104,8 @@ def _locked(out: Path) -> Iterator[None]:
         with os.fdopen(fd, "w") as handle:
             json.dump(me, handle)
         break
+    else:  # the stale lock was replaced by another run between our two tries
+        raise TslensError(f"another tslens run is starting in {out}; use another --out")
     try:
         yield
     finally:
