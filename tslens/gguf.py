@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tslens.errors import TslensError
-from tslens.io import cache_dir
+from tslens.io import atomic_dir, cache_dir
 
 PROVENANCE = "tslens-provenance.json"
 # Bumped when a conversion's content or provenance changes: older cache entries are rebuilt.
@@ -191,11 +191,10 @@ def convert_gguf(
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     meta = gguf_metadata(source)
     target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as work:
         # transformers reads a GGUF as "<dir>, gguf_file=<name>": link the file into a private
         # directory so no stray config.json beside the original can be picked up.
-        staging = work / "source"
+        staging = Path(work) / "source"
         staging.mkdir()
         linked = staging / source.name
         try:
@@ -208,7 +207,7 @@ def convert_gguf(
         except Exception as err:  # noqa: BLE001 - a file transformers cannot turn into a model
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise TslensError(f"could not convert {source}: {first}") from err
-        built = work / "model"
+    with atomic_dir(target) as built:
         model.save_pretrained(built, safe_serialization=True)
         tokenizer.save_pretrained(built)
         from tslens import __version__
@@ -229,11 +228,6 @@ def convert_gguf(
             file.chmod(0o644)
         record["files"] = _file_manifest(built)
         (built / PROVENANCE).write_text(json.dumps(record, indent=2) + "\n")  # written last
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(built, target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return target
 
 
