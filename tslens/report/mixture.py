@@ -72,7 +72,14 @@ def write_mixture_html(result: MixtureResult, path: str | os.PathLike[str]) -> P
     example = result.prompts[0]
     intro = (
         f"<p class=note>model <b>{html.escape(result.model)}</b>, {len(result.prompts)} prompts, "
-        f"other = {s['other']:.4f}, KL(in-context || model) = {s['kl']:.4f} nats</p>"
+        f"other = {s['other']:.4f}, KL(in-context || model) = {s['kl']:.4f} nats; "
+        f"prompts with every answer at P &ge; 0.1: {s['all_answers_share']:.0%}"
+        + (
+            ""
+            if s["last_demo_gap"] is None
+            else f"; last-demonstration gap {s['last_demo_gap']:+.3f}"
+        )
+        + "</p>"
         + table_html(header, rows)
         + f"<p class=note>first prompt's tail:</p><pre>{html.escape(example.text[-300:])}</pre>"
     )
