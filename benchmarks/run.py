@@ -9,6 +9,7 @@ with that baseline), plus times and sizes. Absolute times depend on the machine;
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -19,6 +20,9 @@ from collections.abc import Callable
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from floors import head_patch_floor, plain_model, residual_sweep_floor, scoring_floor  # noqa: E402
 
 # The model every benchmark runs on (--model): the GPT-2-small fixture by default; any model
 # tslens loads whose tokenizer handles the text tasks (capital, continent, ...).
@@ -55,7 +59,7 @@ def bench_score_k4(quick: bool) -> dict:
     answer_logprobs(model, texts[:2], answers[:2])  # warm-up
     t_fast, fast = timed(lambda: answer_logprobs(model, texts, answers))
     t_naive, naive = timed(lambda: answer_logprobs_naive(model, texts, answers))
-    t_floor, floor = timed(lambda: _plain_hf_packed_scoring(model, texts, answers))
+    t_floor, floor = timed(lambda: scoring_floor(_plain(), model, texts, answers))
     lengths = [
         len(ids)
         for ids in model.tokenizer(
@@ -81,35 +85,10 @@ def bench_score_k4(quick: bool) -> dict:
     }
 
 
-@torch.inference_mode()
-def _plain_hf_packed_scoring(model, texts, answers) -> torch.Tensor:
-    """The scoring floor: the same packed tokens (each prompt once, every answer's tokens
-    once) through the plain Hugging Face model, no bridge and no hooks, same batches."""
-    from tslens.architecture import attention_masks
-    from tslens.scoring import (
-        answer_token_ids,
-        default_batch_size,
-        pack_answers,
-        pad_token_id,
-        prompt_token_ids,
-        read_packed,
-    )
-
-    hf = model.original_model
-    prompt_ids = prompt_token_ids(model, texts)
-    answer_ids = answer_token_ids(model, texts, answers, prompt_ids)
-    size = default_batch_size(model, max(len(p) for p in prompt_ids))
-    order = sorted(range(len(texts)), key=lambda i: len(prompt_ids[i]))
-    out = torch.empty(len(texts), len(answers[0]), dtype=torch.float64)
-    for start in range(0, len(order), size):
-        chunk = order[start : start + size]
-        packed = pack_answers([prompt_ids[i] for i in chunk], [answer_ids[i] for i in chunk],
-                              pad_token_id(model))  # fmt: skip
-        masks = attention_masks(model, packed.mask, packed.positions, packed.positions)
-        logits = hf(packed.ids, attention_mask=masks, position_ids=packed.positions,
-                    logits_to_keep=packed.n_keep).logits  # fmt: skip
-        out[chunk] = read_packed(logits, packed.reads, len(chunk), out.shape[1])[0]
-    return out
+@functools.cache
+def _plain():
+    """The plain Hugging Face copy of MODEL that the floors run on (loaded once)."""
+    return plain_model(MODEL)
 
 
 def bench_bridge_overhead(quick: bool) -> dict:
@@ -124,9 +103,9 @@ def bench_bridge_overhead(quick: bool) -> dict:
     prompts = build_mixture_prompts(resolve_tasks("capital,continent,upper,currency"), None,
                                     8 if quick else 32, 30, seed=0)  # fmt: skip
     texts, answers = [p.text for p in prompts], [p.answers for p in prompts]
-    _plain_hf_packed_scoring(model, texts[:2], answers[:2])  # warm-up
+    scoring_floor(_plain(), model, texts[:2], answers[:2])  # warm-up
     t_bridge, ours = timed(lambda: answer_logprobs(model, texts, answers), repeats=2)
-    t_plain, plain = timed(lambda: _plain_hf_packed_scoring(model, texts, answers), repeats=2)
+    t_plain, plain = timed(lambda: scoring_floor(_plain(), model, texts, answers), repeats=2)
     return {
         "metric": "bridge_overhead",
         "ratio": t_bridge / t_plain,
@@ -166,16 +145,16 @@ def _peak_rss_during(fn: Callable[[], object]) -> tuple[int, object]:
 
 
 def bench_patch_sweep(quick: bool) -> dict:
-    """Convex task-vector sweep, 12 layers x 11 lambdas, K=2: prefix-cached batched patch
-    scoring vs one plain forward with a hook per prompt, variant and answer (GPT-2 fixture).
+    """Convex task-vector sweep, every layer x 11 lambdas, K=2: prefix-cached batched patch
+    scoring, each variant entering at its own layer, vs one plain forward with a hook per
+    prompt, variant and answer, and vs the floor (:func:`floors.residual_sweep_floor`).
     ``vs_clean_forward`` divides the sweep's time by one clean scoring forward of the same
-    zero-shot query prompts; ``vs_icl_forward`` by one clean forward of in-context prompts
-    (30 demonstrations) for the same queries, the cost of measuring the real mixtures."""
+    zero-shot query prompts."""
     from tslens.analyses.patching import patched_answer_logprobs, patched_answer_logprobs_naive
     from tslens.analyses.sweeps import lambda_points
     from tslens.hooks.patch import convex_combination
     from tslens.models import load_model
-    from tslens.prompts import build_mixture_prompts, build_query_prompts
+    from tslens.prompts import build_query_prompts
     from tslens.scoring import answer_logprobs
     from tslens.tasks import resolve_tasks
 
@@ -198,26 +177,26 @@ def bench_patch_sweep(quick: bool) -> dict:
     t_naive, naive = timed(
         lambda: patched_answer_logprobs_naive(model, texts, answers, layers, flat)
     )
-    t_clean, _ = timed(lambda: answer_logprobs(model, texts, answers), repeats=3)
-    icl = build_mixture_prompts(tasks, [0.5, 0.5], n_prompts, 30, seed=1)
-    t_icl, _ = timed(
-        lambda: answer_logprobs(model, [p.text for p in icl], [p.answers for p in icl]), 3
+    t_floor, floor = timed(
+        lambda: residual_sweep_floor(_plain(), model, texts, answers, layers, flat)
     )
+    t_clean, _ = timed(lambda: answer_logprobs(model, texts, answers), repeats=3)
     return {
         "metric": "patch_sweep",
         "speedup": t_naive / t_fast,
+        "vs_floor": t_fast / t_floor,
         "vs_clean_forward": t_fast / t_clean,
-        "vs_icl_forward": t_fast / t_icl,
         "max_abs_diff": (fast.exp() - naive.exp()).abs().max().item(),
         "max_abs_diff_logprob": (fast - naive).abs().max().item(),
+        "floor_max_abs_diff_logprob": (floor - fast).abs().max().item(),
         "ours_s": t_fast,
         "naive_s": t_naive,
+        "floor_s": t_floor,
         "clean_forward_s": t_clean,
-        "icl_forward_s": t_icl,
         "n_prompts": n_prompts,
         "variants": len(layers),
-        "goal_speedup": 20.0,
-        "goal_vs_clean_forward": 3.0,
+        "goal_speedup": 40.0,
+        "goal_vs_floor": 1.5,
     }
 
 
@@ -275,9 +254,13 @@ def bench_head_patch(quick: bool) -> dict:
     patched_answer_logprobs(model, texts[:1], answers[:1], layers[:4], vectors[:1, :4], **options)
     t_fast, fast = timed(lambda: patched_answer_logprobs(*args, **options))
     t_loop, loop = timed(lambda: patched_answer_logprobs_loop(*args, **options))
+    t_floor, floor = timed(lambda: head_patch_floor(_plain(), *args[1:4], heads, vectors))
     return {
         "metric": "head_patch",
         "speedup": t_loop / t_fast,
+        "vs_floor": t_fast / t_floor,
+        "floor_s": t_floor,
+        "floor_max_abs_diff_logprob": (floor - fast).abs().max().item(),
         "max_abs_diff": (fast.exp() - loop.exp()).abs().max().item(),
         # the fixture's random weights give answers P ~ 1e-10; log-space is the real check
         "max_abs_diff_logprob": (fast - loop).abs().max().item(),
@@ -287,7 +270,61 @@ def bench_head_patch(quick: bool) -> dict:
         "heads": len(layers),
         "mean_prompt_tokens": sum(len(model.tokenizer(t)["input_ids"]) for t in texts) / n_prompts,
         "goal_speedup": 20.0,
+        "goal_vs_floor": 1.5,
         "goal_max_abs_diff": 1e-4,
+    }
+
+
+def bench_ablate_rank(quick: bool) -> dict:
+    """Ranking every head for ``tslens ablate`` (mean ablation at the final position, K=2
+    mixture prompts, 30 demonstrations): ours, every head a row of one batch over the cached
+    prefix (:func:`head_importance`), vs one packed forward of all prompts per head ablated
+    (``ablated_answer_logprobs`` per head) and vs the floor."""
+    from tslens.analyses.ablation import ablated_answer_logprobs, head_statistics
+    from tslens.analyses.ablation_study import head_importance
+    from tslens.analyses.heads import all_heads
+    from tslens.models import load_model
+    from tslens.prompts import build_mixture_prompts
+    from tslens.scoring import answer_logprobs
+    from tslens.tasks import resolve_tasks
+
+    model = load_model(MODEL, device="cpu")
+    n_prompts = 2 if quick else 4
+    prompts = build_mixture_prompts(resolve_tasks("capital,continent"), None, n_prompts, 30, 0)
+    texts, answers = [p.text for p in prompts], [p.answers for p in prompts]
+    stats = head_statistics(model, texts)
+    head_importance(model, texts[:1], answers[:1], "mean", stats)  # warm-up
+    t_fast, fast = timed(lambda: head_importance(model, texts, answers, "mean", stats))
+
+    def per_head_loop() -> torch.Tensor:
+        base = answer_logprobs(model, texts, answers).exp()
+        drops = [base - ablated_answer_logprobs(model, texts, answers, [(layer, head)], "mean",
+                                                 "final", stats).exp()
+                 for layer, head in zip(*map(torch.Tensor.tolist, all_heads(model)),
+                                        strict=True)]  # fmt: skip
+        return torch.stack(drops, -1).mean(0).view(-1, model.cfg.n_layers, model.cfg.n_heads)
+
+    t_loop, loop = timed(per_head_loop)
+    layers, heads = all_heads(model)
+    vectors = stats.mean_final[layers, heads].expand(n_prompts, -1, -1)
+    with_base = (torch.cat([torch.tensor([-1]), layers]), torch.cat([heads[:1], heads]))
+    t_floor, floor = timed(lambda: head_patch_floor(
+        _plain(), model, texts, answers, *with_base,
+        torch.cat([vectors[:, :1], vectors], dim=1)))  # fmt: skip
+    floor_drop = (floor[:, :1].exp() - floor[:, 1:].exp()).mean(0).T.reshape(fast.shape)
+    return {
+        "metric": "ablate_rank",
+        "speedup": t_loop / t_fast,
+        "vs_floor": t_fast / t_floor,
+        "max_abs_diff": (fast - loop).abs().max().item(),
+        "floor_max_abs_diff": (fast - floor_drop).abs().max().item(),
+        "ours_s": t_fast,
+        "per_head_loop_s": t_loop,
+        "floor_s": t_floor,
+        "n_prompts": n_prompts,
+        "heads": len(layers),
+        "goal_speedup": 20.0,
+        "goal_vs_floor": 1.5,
     }
 
 
@@ -362,6 +399,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict]] = {
     "score_k4": bench_score_k4,
     "patch_sweep": bench_patch_sweep,
     "head_patch": bench_head_patch,
+    "ablate_rank": bench_ablate_rank,
     "decode_branch": bench_decode,
     "bridge_overhead": bench_bridge_overhead,
 }

@@ -13,8 +13,7 @@ prompt, variant and answer; the two agree to float32 precision (tested).
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 from jaxtyping import Float, Int
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 from tslens.architecture import attention_masks
 from tslens.batching import default_batch_size
 from tslens.hooks.capture import capturing
+from tslens.hooks.entry import staggered_entry
 from tslens.hooks.patch import patching
 from tslens.resume import cached
 from tslens.scoring import (
@@ -102,22 +102,33 @@ def _patch_chunk(
     """Every variant of :func:`patched_answer_logprobs` on the prompts ``chunk``."""
     prefix = left_pad([prompt_ids[i][:-1] for i in chunk], pad_token_id(model), model.cfg.device)
     _, cache = forward_prefix(model, prefix)
-    layout = _Segments(model, prefix, [prompt_ids[i][-1] for i in chunk],
+    layout = SegmentLayout(model, prefix, [prompt_ids[i][-1] for i in chunk],
                        [answer_ids[i] for i in chunk])  # fmt: skip
-    residuals = layout.residuals(model, cache) if int(layers.max()) > 0 else None
-    n_var = len(layers)
-    out = torch.empty(len(chunk), n_var, len(answer_ids[chunk[0]]), dtype=torch.float64)
+    residuals = layout.residuals(model, cache)
+    # variants in order of the layer they enter at, so one forward's variants skip the same
+    # blocks and each block runs a prefix of the columns (see tslens.hooks.entry)
+    entries = entry_layers(layers, model.cfg.n_layers)
+    order = torch.argsort(entries, stable=True)
+    out = torch.empty(len(chunk), len(layers), len(answer_ids[chunk[0]]), dtype=torch.float64)
     variants_per_forward = max(1, rows_per_forward // len(chunk))
-    for v0 in range(0, n_var, variants_per_forward):
-        variants = torch.arange(v0, min(v0 + variants_per_forward, n_var))
-        out[:, v0 : v0 + len(variants)] = layout.run(
-            model, cache, residuals, layers[variants], vectors[chunk][:, variants], mode,
-            kind, None if heads is None else torch.as_tensor(heads)[variants],
+    for v0 in range(0, len(layers), variants_per_forward):
+        variants = order[v0 : v0 + variants_per_forward]
+        out[:, variants] = layout.run(
+            model, cache, residuals, layers[variants], entries[variants],
+            vectors[chunk][:, variants], mode, kind,
+            None if heads is None else torch.as_tensor(heads)[variants],
         )  # fmt: skip
     return out
 
 
-class _Segments:
+def entry_layers(layers: Int[Tensor, " variant"] | Int[Tensor, "variant m"], n_layers: int):
+    """The block each variant must start at: its lowest patched layer, or ``n_layers`` for an
+    unpatched variant (layer -1), whose final residual is the clean one."""
+    per_variant = layers.reshape(len(layers), -1)  # multi-layer variants: one row each
+    return per_variant.masked_fill(per_variant < 0, n_layers).min(-1).values
+
+
+class SegmentLayout:
     """The continuation of a chunk of prompts with many variants in one forward.
 
     Row ``p`` holds, behind the cached prefix of prompt ``p``, one segment per variant: the
@@ -126,9 +137,10 @@ class _Segments:
     each segment is scored exactly as if it were alone; the patch of variant ``j`` hits the
     first column of segment ``j``. The prefix cache is used as it is, never repeated.
 
-    Below the lowest patched layer every segment is the same unpatched computation, so those
-    blocks are skipped: the unpatched segment's residual is computed once (:meth:`residuals`)
-    and the forward starts at that layer (``start_at_layer``).
+    Below its lowest patched layer a segment is the same unpatched computation as every other,
+    so :meth:`residuals` computes that once and each segment enters the stack at its own layer
+    (:func:`tslens.hooks.entry.staggered_entry`); only the answer-reading columns reach the
+    unembedding.
     """
 
     def __init__(self, model, prefix, last_tokens, answer_ids) -> None:
@@ -136,6 +148,9 @@ class _Segments:
         self.segment = pack_answers([[t] for t in last_tokens], answer_ids, pad_token_id(model))
         self.s = self.segment.ids.shape[1]  # the final token, then the answers' tokens
         self.k = len(answer_ids[0])
+        # the segment columns some answer token is read from, and each read's index among them
+        self.read_offsets, self.read_index = torch.unique(self.segment.reads[:, 1],
+                                                          return_inverse=True)  # fmt: skip
 
     def inputs(self, model, n_v: int):
         """``ids, masks, positions`` for ``n_v`` segments per row, on the model's device (the
@@ -154,70 +169,50 @@ class _Segments:
         masks = attention_masks(model, mask, positions, keys)
         return ids.to(device), masks, positions.to(device)
 
-    def residuals(self, model, cache) -> Float[Tensor, "prompt layer s d_model"]:
-        """The unpatched segment's residual entering every block."""
+    def residuals(self, model, cache) -> Float[Tensor, "prompt layer_and_final s d_model"]:
+        """The unpatched segment's residual entering every block, and after the last one."""
         ids, masks, positions = self.inputs(model, 1)
-        layers = range(model.cfg.n_layers)
-        with capturing(model, ("resid_pre",), layers, range(-self.s, 0)) as store:
+        last = model.cfg.n_layers - 1
+        with (
+            capturing(model, ("resid_pre",), range(last + 1), range(-self.s, 0)) as pre,
+            capturing(model, ("resid_post",), [last], range(-self.s, 0)) as post,
+        ):
             model(ids, attention_mask=masks, position_ids=positions,
-                  past_key_values=copy.deepcopy(cache))  # fmt: skip
-        return torch.stack(store["resid_pre"], dim=1)
+                  past_key_values=copy.deepcopy(cache), logits_to_keep=1)  # fmt: skip
+        return torch.stack([*pre["resid_pre"], post["resid_post"][0]], dim=1)
 
-    def run(self, model, cache, residuals, layers, vectors, mode, kind, heads):
-        """log P of every answer under every variant: ``[prompt, variant, k]`` (CPU)."""
-        n_p, n_v, s = self.n_p, len(layers), self.s
+    def run(self, model, cache, residuals, layers, entries, vectors, mode, kind, heads):
+        """log P of every answer under every variant: ``[prompt, variant, k]`` (CPU). The
+        variants come in order of their ``entries`` (see :func:`entry_layers`)."""
+        n_p, n_v, s, n_layers = self.n_p, len(layers), self.s, model.cfg.n_layers
         ids, masks, positions = self.inputs(model, n_v)
         entry_rows = torch.arange(n_p).repeat_interleave(n_v)  # patch (p, j) -> batch row p
         entry_columns = (torch.arange(n_v) * s).repeat(n_p)
         row_layers = layers.repeat(n_p, *[1] * (layers.ndim - 1))
         row_heads = None if heads is None else heads.repeat(n_p)
-        first = _lowest_layer(layers) if residuals is not None else 0
-        inputs = ids if first == 0 else residuals[:, first].repeat(1, n_v, 1)
+        active = [s * int((entries <= layer).sum()) for layer in range(n_layers + 1)]
+        read_columns = (torch.arange(n_v)[:, None] * s + self.read_offsets).flatten()
+
+        def entering(layer: int, n_columns: int) -> Tensor:
+            return residuals[:, layer].repeat(1, n_columns // s, 1)
+
         run_cache = copy.deepcopy(cache)  # a continuation appends to the cache it is given
         with (
             patching(model, row_layers, vectors.flatten(0, 1), entry_columns, mode, kind,
                      row_heads, rows=entry_rows),
-            _skipping_blocks(model, first),
+            staggered_entry(list(model.blocks), active, entering, read_columns),
         ):  # fmt: skip
-            logits = model(
-                inputs, attention_mask=masks, position_ids=positions,
-                past_key_values=run_cache, start_at_layer=first or None,
-            )  # fmt: skip
-        # segment j of row p becomes row p * n_v + j of s kept positions, as pack_answers reads
-        row, pos, tok, slot = self.segment.reads.unbind(-1)
+            logits = model(ids, attention_mask=masks, position_ids=positions,
+                           past_key_values=run_cache)  # fmt: skip
+        # segment j of row p becomes row p * n_v + j of the read columns, as pack_answers reads
+        n_read = len(self.read_offsets)
+        row, _, tok, slot = self.segment.reads.unbind(-1)
         reads = torch.stack(
-            [(row * n_v)[:, None] + torch.arange(n_v), pos[:, None].expand(-1, n_v),
+            [(row * n_v)[:, None] + torch.arange(n_v), self.read_index[:, None].expand(-1, n_v),
              tok[:, None].expand(-1, n_v), slot[:, None].expand(-1, n_v)], dim=-1,
         ).flatten(0, 1)  # fmt: skip
-        sums, _, _ = read_packed(logits.view(n_p * n_v, s, -1), reads, n_p * n_v, self.k)
+        sums, _, _ = read_packed(logits.view(n_p * n_v, n_read, -1), reads, n_p * n_v, self.k)
         return sums.view(n_p, n_v, -1).cpu()
-
-
-def _lowest_layer(layers: Tensor) -> int:
-    """The lowest layer any variant patches (0 if a variant patches nothing)."""
-    per_variant = layers.reshape(len(layers), -1)  # multi-layer variants: one row each
-    if (per_variant < 0).all(-1).any():
-        return 0
-    return int(per_variant.masked_fill(per_variant < 0, torch.iinfo(layers.dtype).max).min())
-
-
-@contextmanager
-def _skipping_blocks(model, first: int) -> Iterator[None]:
-    """Blocks below ``first`` pass their input through untouched (their output would be
-    replaced by ``start_at_layer`` anyway; this saves their compute). Their KV caches get no
-    new entries, which nothing reads: each layer attends to its own cache only."""
-    skipped = list(model.blocks)[:first]
-
-    def identity(*args, **kwargs):
-        return args[0] if args else kwargs["hidden_states"]
-
-    for block in skipped:  # an instance attribute shadows BlockBridge.forward; set it on the
-        object.__setattr__(block, "forward", identity)  # object: the bridge's own setattr
-    try:  # would forward it to the wrapped HF module
-        yield
-    finally:
-        for block in skipped:
-            vars(block).pop("forward", None)
 
 
 @torch.inference_mode()
