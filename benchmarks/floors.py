@@ -70,7 +70,7 @@ def scoring_floor(plain: nn.Module, model, texts, answers) -> Tensor:
         masks = attention_masks(model, packed.mask, packed.positions, packed.positions)
         logits = plain(packed.ids, attention_mask=masks, position_ids=packed.positions,
                        logits_to_keep=packed.n_keep).logits  # fmt: skip
-        out[chunk] = read_packed(logits, packed.reads, len(chunk), out.shape[1])[0]
+        out[chunk] = read_packed(logits, packed.reads, len(chunk), out.shape[1], greedy=False)[0]
     return out
 
 
@@ -94,10 +94,22 @@ def _unpatched(plain, layout, model, cache) -> Tensor:
     return torch.stack(entering, dim=1)
 
 
+def _decoder(plain: nn.Module) -> nn.Module:
+    """The model without its unembedding (returns the final-normed residual)."""
+    return plain.transformer if hasattr(plain, "transformer") else plain.get_decoder()
+
+
+def _unembed(plain: nn.Module, hidden: Tensor) -> Tensor:
+    logits = plain.get_output_embeddings()(hidden)
+    cap = getattr(plain.config, "final_logit_softcapping", None)
+    return logits if cap is None else torch.tanh(logits / cap) * cap
+
+
 def _group_forward(plain, model, layout, cache, entry: int, entering: Tensor, head_patch=None):
-    """log P of the answers for ``n`` variants entering at block ``entry`` with the residuals
-    ``entering`` ([1, n * s, d]); ``head_patch = (heads [n], z [n, d_head])`` is written into
-    the output projection's input of block ``entry``. Returns [n, k] float64."""
+    """The final-normed residual at the answer-reading columns for ``n`` variants entering at
+    block ``entry`` with the residuals ``entering`` ([1, n * s, d]); ``head_patch = (heads
+    [n], z [n, d_head])`` is written into the output projection's input of block ``entry``.
+    Returns [n * reads, d]."""
     layers = decoder_layers(plain)
     s = layout.s
     n = entering.shape[1] // s
@@ -116,18 +128,27 @@ def _group_forward(plain, model, layout, cache, entry: int, entering: Tensor, he
         hook = output_projection(layers[entry]).register_forward_pre_hook(write)
     try:
         with staggered_entry(layers, active, lambda *_: entering, reads):
-            logits = plain(seg_ids, attention_mask=masks, position_ids=positions,
-                           past_key_values=copy.deepcopy(cache)).logits  # fmt: skip
+            return _decoder(plain)(
+                seg_ids,
+                attention_mask=masks,
+                position_ids=positions,
+                past_key_values=copy.deepcopy(cache),
+            ).last_hidden_state[0]
     finally:
         if hook is not None:
             hook.remove()
+
+
+def _read_all(plain, layout, hidden: Tensor, n: int) -> Tensor:
+    """One unembedding of every variant's read rows ([n * reads, d]; the weight matrix is read
+    once, not once per group) and their answers' log P: [n, k]."""
     row, _, tok, slot = layout.segment.reads.unbind(-1)
     variant = torch.arange(n).repeat_interleave(len(row))  # variant-major, as .repeat(n) below
     seg_reads = torch.stack(
         [variant, layout.read_index.repeat(n), tok.repeat(n), slot.repeat(n)], -1
     )
-    n_read = len(layout.read_offsets)
-    return read_packed(logits.view(n, n_read, -1), seg_reads, n, layout.k)[0]
+    logits = _unembed(plain, hidden).view(n, len(layout.read_offsets), -1)
+    return read_packed(logits, seg_reads, n, layout.k, greedy=False)[0]
 
 
 @torch.inference_mode()
@@ -148,11 +169,14 @@ def _sweep_floor(plain, model, texts, answers, entries: Tensor, enter, head_patc
                       past_key_values=DynamicCache(), logits_to_keep=1).past_key_values  # fmt: skip
         layout = SegmentLayout(model, prefix, [ids[-1]], [ans])
         residuals = _unpatched(plain, layout, model, cache)
+        hidden, order = [], []
         for entry in entries.unique().tolist():
             variants = (entries == entry).nonzero()[:, 0]
             patch = head_patch(variants, p) if head_patch and entry < n_layers else None
             entering = enter(residuals[:, entry], variants, p)
-            out[p, variants] = _group_forward(plain, model, layout, cache, entry, entering, patch)
+            hidden.append(_group_forward(plain, model, layout, cache, entry, entering, patch))
+            order.append(variants)
+        out[p, torch.cat(order)] = _read_all(plain, layout, torch.cat(hidden), len(entries))
     return out
 
 

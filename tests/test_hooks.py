@@ -55,8 +55,14 @@ def test_patching_the_runs_own_vector_reproduces_the_clean_run(gpt2):
 def test_batched_patch_scoring_equals_the_per_variant_loop(gpt2):
     texts, answers = TEXTS[:2], [[" Paris", " Berlin town"], [" there", " you"]]
     generator = torch.Generator().manual_seed(0)
-    layers = torch.tensor([-1, 0, 3, 3, 11])
+    # out of layer order: the fast path runs them sorted by the layer each enters at
+    layers = torch.tensor([11, -1, 3, 0, 3])
     vectors = torch.randn(5, gpt2.cfg.d_model, generator=generator) * 5
+    for kind in ("resid_pre", "mlp_out"):  # hook points at a block's entry and inside it
+        slow = patched_answer_logprobs_naive(gpt2, texts, answers, layers, vectors, kind=kind)
+        fast = patched_answer_logprobs(gpt2, texts, answers, layers, vectors, kind=kind,
+                                       batch_size=3)  # fmt: skip
+        assert (fast - slow).abs().max() <= 1e-3, kind
     for mode in ("replace", "add"):
         slow = patched_answer_logprobs_naive(gpt2, texts, answers, layers, vectors, mode)
         for batch_size in (3, 64):  # variant groups split across forwards, and all in one
@@ -64,9 +70,9 @@ def test_batched_patch_scoring_equals_the_per_variant_loop(gpt2):
                                            batch_size=batch_size)  # fmt: skip
             assert (fast.exp() - slow.exp()).abs().max() <= 1e-4
             assert (fast - slow).abs().max() <= 1e-3
-    assert torch.allclose(fast[:, 0], answer_logprobs(gpt2, texts, answers), atol=1e-4)
+    assert torch.allclose(fast[:, 1], answer_logprobs(gpt2, texts, answers), atol=1e-4)
     # A patch that changes something must show up (the comparison above is not vacuous).
-    assert (slow[:, 0] - slow[:, 2]).abs().max() > 1e-2
+    assert (slow[:, 1] - slow[:, 2]).abs().max() > 1e-2
 
 
 def test_hooks_are_removed_even_after_an_exception(gpt2):

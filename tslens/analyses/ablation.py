@@ -160,7 +160,11 @@ def ablated_answer_logprobs(
                                            width, packed.ids.shape[1], stats)  # fmt: skip
             with ablating(model, values, columns):
                 logits = forward_packed(model, packed)
-            return {"logprobs": read_packed(logits, packed.reads, len(rows), out.shape[1])[0]}
+            return {
+                "logprobs": read_packed(
+                    logits, packed.reads, len(rows), out.shape[1], greedy=False
+                )[0]
+            }
 
         out[rows] = cached("ablate", model, key, run)["logprobs"].cpu()
     return out

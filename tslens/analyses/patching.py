@@ -211,7 +211,9 @@ class SegmentLayout:
             [(row * n_v)[:, None] + torch.arange(n_v), self.read_index[:, None].expand(-1, n_v),
              tok[:, None].expand(-1, n_v), slot[:, None].expand(-1, n_v)], dim=-1,
         ).flatten(0, 1)  # fmt: skip
-        sums, _, _ = read_packed(logits.view(n_p * n_v, n_read, -1), reads, n_p * n_v, self.k)
+        sums, _, _ = read_packed(
+            logits.view(n_p * n_v, n_read, -1), reads, n_p * n_v, self.k, greedy=False
+        )
         return sums.view(n_p, n_v, -1).cpu()
 
 
@@ -249,7 +251,9 @@ def patched_answer_logprobs_loop(
                 model, layers[v].expand(len(rows)), vectors[rows, v], final, mode, kind, head
             ):
                 logits = forward_packed(model, packed)
-            out[rows, v] = read_packed(logits, packed.reads, len(rows), out.shape[2])[0].cpu()
+            out[rows, v] = read_packed(logits, packed.reads, len(rows), out.shape[2], False)[
+                0
+            ].cpu()
     return out
 
 
