@@ -76,7 +76,7 @@ def head_statistics(model, texts: Sequence[str], batch_size: int | None = None) 
         return {"sums": torch.stack(sums), "finals": torch.stack(finals, dim=1)}
 
     ids = prompt_token_ids(model, texts)
-    batch_size = batch_size or default_batch_size(model)
+    batch_size = batch_size or default_batch_size(model, max(len(i) for i in ids))
     parts = [
         cached("head-stats", model, [rows], lambda rows=rows: run(rows))
         for rows in (ids[start : start + batch_size] for start in range(0, len(ids), batch_size))
@@ -132,7 +132,7 @@ def ablated_answer_logprobs(
     prompt_ids = prompt_token_ids(model, prompts)
     answer_ids = answer_token_ids(model, prompts, answers, prompt_ids)
     out = torch.empty(len(prompts), len(answers[0]), dtype=torch.float64)
-    batch_size = batch_size or default_batch_size(model)
+    batch_size = batch_size or default_batch_size(model, max(map(len, prompt_ids)) + 8)
     pad = pad_token_id(model)
     for start in range(0, len(prompts), batch_size):
         rows = list(range(start, min(start + batch_size, len(prompts))))

@@ -106,6 +106,7 @@ def vector_geometry(
     layers: Sequence[int] | None = None,
     methods: Sequence[str] = METHODS,
     batch_size: int | None = None,
+    progress: bool = False,
 ) -> Geometry:
     """Collect per-prompt final-token vectors of pure and mixture prompts of ``tasks`` at
     ``layers`` (default all) and compute projections, centroid distances and span residuals."""
@@ -122,10 +123,13 @@ def vector_geometry(
         sets.append(("uniform", [1 / k] * k))
     vectors, labels = [], []
     for label, weights in sets:
+        # pure sets: exactly the prompts task_vectors() averages (same seed), so a resumable
+        # run (tslens patch) reuses their captured activations instead of a second pass
+        pure = [task_list[weights.index(1.0)]] if 1.0 in weights else None
         vectors.append(
             prompt_vectors(
-                model, task_list, weights, n_prompts, n_examples, seed, template,
-                batch_size=batch_size,
+                model, pure or task_list, [1.0] if pure else weights, n_prompts, n_examples,
+                seed, template, batch_size=batch_size, progress=progress,
             )[:, layers]
         )  # fmt: skip
         labels += [label] * n_prompts

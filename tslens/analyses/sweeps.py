@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from tslens.analyses.mixture import measure_mixture
 from tslens.analyses.patching import patched_answer_logprobs
@@ -77,6 +78,23 @@ class SweepResult:
             point = int(self.points[:, k].argmax())
             best[task] = self.layers[int(self.probs[:, point, k].argmax())]
         return best
+
+    def corners(self) -> SweepResult | None:
+        """The pure-vector layer sweep inside this sweep (the points that put all weight on
+        one task, in task order), or None if some corner was not measured. The same numbers
+        as a separate sweep with the default points on the same queries, without its cost."""
+        rows = []
+        for k in range(len(self.tasks)):
+            hits = (self.points - torch.eye(len(self.tasks))[k].to(self.points)).abs().sum(-1)
+            if not (hits < 1e-9).any():
+                return None
+            rows.append(int(hits.argmin()))
+        return SweepResult(
+            tasks=self.tasks, layers=self.layers, points=self.points[rows],
+            probs=self.probs[:, rows], baseline=self.baseline,
+            accuracy=None if self.accuracy is None else self.accuracy[:, rows],
+            settings=self.settings,
+        )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -169,7 +187,8 @@ def patch_sweep(
                     model, task_list, w.tolist(), n_prompts, icl_examples, seed, template,
                     batch_size=batch_size, solved=False,
                 ).probs.mean(0)
-                for w in points
+                for w in tqdm(points, desc="in-context mixtures", unit="weighting",
+                              disable=not progress, leave=False)  # fmt: skip
             ]
         )  # fmt: skip
     return SweepResult(

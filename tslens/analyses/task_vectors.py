@@ -89,11 +89,13 @@ def prompt_vectors(
     template: str | None = None,
     kind: str = "resid_post",
     batch_size: int | None = None,
+    progress: bool = False,
 ) -> Float[Tensor, "prompt layer d"]:
     """Final-token activations of ``n_prompts`` in-context prompts mixing ``tasks`` with
     ``weights`` (one task with weight 1 = pure prompts), at every layer."""
     prompts = build_mixture_prompts(tasks, weights, n_prompts, n_examples, seed, template)
-    acts = capture_activations(model, [p.text for p in prompts], [kind], batch_size=batch_size)
+    acts = capture_activations(model, [p.text for p in prompts], [kind], batch_size=batch_size,
+                               progress=progress)  # fmt: skip
     return acts[kind]
 
 
@@ -106,6 +108,7 @@ def task_vectors(
     template: str | None = None,
     kind: str = "resid_post",
     batch_size: int | None = None,
+    progress: bool = False,
 ) -> TaskVectors:
     """Task vector of each task at every layer: the mean final-token activation over
     ``n_prompts`` pure in-context prompts of ``n_examples`` demonstrations."""
@@ -113,7 +116,16 @@ def task_vectors(
     vectors = torch.stack(
         [
             prompt_vectors(
-                model, [t], [1.0], n_prompts, n_examples, seed, template, kind, batch_size
+                model,
+                [t],
+                [1.0],
+                n_prompts,
+                n_examples,
+                seed,
+                template,
+                kind,
+                batch_size,
+                progress,
             ).mean(0)
             for t in task_list
         ]

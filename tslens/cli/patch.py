@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         vectors = task_vectors(
             model, tasks, args.n_prompts, n_examples, args.seed, args.template,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size, progress=True,
         )  # fmt: skip
         if args.vectors:
             vectors.save(args.vectors)
@@ -118,11 +118,13 @@ def run(args: argparse.Namespace) -> int:
         layers=layers, n_prompts=args.n_prompts, seed=args.seed + 1, mode=args.mode,
         template=args.template, onward=args.multi_layer, batch_size=args.batch_size,
     )  # fmt: skip
-    layer_sweep = patch_sweep(model, vectors, names, progress=True, **common)
     sweep = patch_sweep(
         model, vectors, names, sweep_points(lambdas, len(names)), icl_examples=n_examples,
         progress=True, **common,
     )  # fmt: skip
+    # the layer sweep of pure vectors is the sweep's corners when it has them (K = 2 with
+    # lambda 0 and 1), on the same queries; else its own sweep
+    layer_sweep = sweep.corners() or patch_sweep(model, vectors, names, progress=True, **common)
     result = {
         "model": model.tslens_name,
         **sweep.to_json(),
@@ -135,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_geometry:
         result["geometry"] = vector_geometry(
             model, tasks, args.n_prompts, n_examples, args.seed, args.template, layers,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size, progress=True,
         ).to_json()  # fmt: skip
     write_json_atomic(args.out / "patch.json", result)
     write_patch_html(result, args.out / "patch.html")

@@ -76,7 +76,7 @@ def capture_activations(
     ids = prompt_token_ids(model, texts)
     if min(len(i) for i in ids) < max(-p for p in offsets):
         raise ValueError("a prompt is shorter than the positions asked for")
-    batch_size = batch_size or default_batch_size(model)
+    batch_size = batch_size or default_batch_size(model, max(len(i) for i in ids))
     chunks: dict[str, list[Tensor]] = {kind: [] for kind in kinds}
 
     def run(rows: list[list[int]]) -> dict[str, Tensor]:
@@ -91,10 +91,13 @@ def capture_activations(
         # [batch, layer, pos, ...]
         return {kind: torch.stack(store[kind], dim=1).cpu() for kind in kinds}
 
-    for start in tqdm(range(0, len(ids), batch_size), disable=not progress, leave=False):
+    bar = tqdm(total=len(ids), desc="capturing", unit="prompt", disable=not progress, leave=False)
+    for start in range(0, len(ids), batch_size):
         rows = ids[start : start + batch_size]
         got = cached("capture", model, [rows, kinds, layers, offsets], lambda rows=rows: run(rows))
         for kind in kinds:
             chunks[kind].append(got[kind])
+        bar.update(len(rows))
+    bar.close()
     out = {kind: torch.cat(parts) for kind, parts in chunks.items()}
     return {kind: t[:, :, 0] if single else t for kind, t in out.items()}
