@@ -204,15 +204,20 @@ def bench_patch_sweep(quick: bool) -> dict:
 
 
 def bench_capture_memory(quick: bool) -> dict:
-    """Peak memory of extracting task vectors (final-token resid_post, every layer) for 100
-    in-context prompts, relative to the model's weights (GPT-2 fixture)."""
+    """Peak memory of extracting task vectors (final-token resid_post, every layer) for 200
+    in-context prompts (20 with --quick), relative to the model's weights. The baseline is
+    taken after the libraries are imported (transformers and TransformerLens alone hold
+    ~0.4 GB, whatever the model), so the ratio is the model, its tokenizer and the capture."""
+    import transformer_lens.model_bridge  # noqa: F401 - imported before the baseline
+    import transformers  # noqa: F401
+
     from tslens.analyses.task_vectors import task_vectors
     from tslens.models import load_model
 
     before_model = _rss_bytes()
     model = load_model(MODEL, device="cpu")
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    n_prompts = 20 if quick else 100
+    n_prompts = 20 if quick else 200
     task_vectors(model, "capital", n_prompts=2, n_examples=30)  # warm-up
     before = _rss_bytes()
     start = time.perf_counter()
@@ -228,7 +233,7 @@ def bench_capture_memory(quick: bool) -> dict:
         "seconds": time.perf_counter() - start,
         "n_prompts": n_prompts,
         "layers": int(vectors.vectors.shape[1]),
-        "goal_peak_over_weights": 2.0,
+        "goal_peak_over_weights": 1.5,
     }
 
 

@@ -59,6 +59,11 @@ def test_sweep_layout_corners_and_icl(tiny_char):
                         n_prompts=3, icl_examples=4)  # fmt: skip
     # lambda = 1 is the pure plus2 vector: the same number as the layer sweep's corner
     assert torch.allclose(sweep.probs[0, 2], layer_sweep.probs[1, 0], atol=1e-9)
+    corners = sweep.corners()  # what tslens patch reports as its layer sweep
+    assert torch.equal(corners.points, torch.eye(2, dtype=torch.float64))
+    assert torch.allclose(corners.probs[0], layer_sweep.probs[1], atol=1e-9)
+    assert patch_sweep(tiny_char, vectors, points=lambda_points([0.5]), n_prompts=3,
+                       layers=[1]).corners() is None  # fmt: skip
     onward = patch_sweep(tiny_char, vectors, n_prompts=3, onward=True)  # multi-layer patching
     assert torch.allclose(onward.probs[-1], layer_sweep.probs[-1], atol=1e-9)
     assert not torch.allclose(onward.probs[0], layer_sweep.probs[0], atol=1e-6)

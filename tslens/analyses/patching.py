@@ -82,7 +82,7 @@ def patched_answer_logprobs(
     rows_per_forward = batch_size or _rows_per_forward(model, answer_ids)
     out = torch.empty(len(prompts), n_var, k, dtype=torch.float64)
     prompts_per_chunk = max(1, rows_per_forward // n_var)
-    bar = tqdm(total=len(prompts) * n_var, desc="patching", unit="row", unit_scale=True,
+    bar = tqdm(total=len(prompts) * n_var, desc="patching", unit="row",
                disable=not progress, leave=False)  # fmt: skip
     for start in range(0, len(prompts), prompts_per_chunk):
         chunk = list(range(start, min(start + prompts_per_chunk, len(prompts))))

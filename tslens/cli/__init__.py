@@ -67,6 +67,15 @@ def _arguments(args: argparse.Namespace) -> dict:
     return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
 
 
+def _close_progress_bars() -> None:
+    """Close the progress bars an interrupted loop left open, so the message that follows
+    starts its own line instead of running on from a bar's."""
+    from tqdm.auto import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``tslens`` with ``argv``; returns the exit status (:data:`EXIT_STATUS`)."""
     state = args = None
@@ -81,9 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with checkpointing(args.out, _arguments(args)) as state:
             return args.run(args) or 0
     except TslensError as err:
+        _close_progress_bars()
         print(f"tslens: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _close_progress_bars()
         if state is not None:
             done = state.saved + state.loaded
             print(
@@ -103,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:
         if os.environ.get("TSLENS_DEBUG"):
             raise
+        _close_progress_bars()
         err = sys.exc_info()[1]
         first = (str(err).strip().splitlines() or [""])[0][:200]
         print(
