@@ -201,3 +201,12 @@ def test_top_heads_matter_more_than_random_heads_on_the_embedded_model(shipped):
         assert study["k_heads"]["probs"][k] < study["random"]["probs"][k] - 0.05
         assert study["one_head"]["probs"][k] < study["baseline"]["probs"][k] - 0.1
     assert study["k_heads"]["other"] > study["random"]["other"]
+
+
+def test_every_task_heatmap_puts_layer_0_on_top():
+    from tslens.report.heads import score_heatmaps
+
+    scores = {"dla": [[[0.1, -0.2], [0.3, 0.0]], [[0.0, 0.5], [-0.1, 0.2]]]}
+    figure = score_heatmaps({"tasks": ["a", "b"], "scores": scores}, "dla")
+    axes = [figure.layout[name] for name in figure.layout if name.startswith("yaxis")]
+    assert len(axes) == 2 and all(axis.autorange == "reversed" for axis in axes)

@@ -36,7 +36,8 @@ def score_heatmaps(result: dict[str, Any], method: str) -> go.Figure:
             row=1, col=k + 1,
         )  # fmt: skip
     fig.update_xaxes(title_text="head")
-    fig.update_yaxes(title_text="layer", col=1, autorange="reversed")
+    fig.update_yaxes(autorange="reversed")  # layer 0 at the top, in every panel
+    fig.update_yaxes(title_text="layer", col=1)
     fig.update_layout(title=f"{method}: {METHOD_TITLES[method]}")
     return fig
 
