@@ -72,7 +72,8 @@ def _in_chunks(
     is_stop = _stop_tokens(model.tokenizer, stop).to(model.cfg.device)
     batch_size = batch_size or default_batch_size(model)
     results: list = []
-    with tqdm(total=len(prompts), desc=desc, disable=not progress, leave=False) as bar:
+    bar = tqdm(total=len(prompts), desc=desc, unit="prompt", disable=not progress, leave=False)
+    with bar:
         for start in range(0, len(prompts), batch_size):
             chunk = prompt_token_ids(model, prompts[start : start + batch_size])
 

@@ -336,7 +336,7 @@ def _score_packed(
     batch_size = batch_size or default_batch_size(model, longest)
     order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))  # less padding
     pad = pad_token_id(model)
-    bar = tqdm(total=len(order), desc="scoring", disable=not progress, leave=False)
+    bar = tqdm(total=len(order), desc="scoring", unit="prompt", disable=not progress, leave=False)
 
     def score(chunk: list[int]) -> None:
         if any(a is not None for i in chunk for a in answer_ids[i]):

@@ -199,7 +199,8 @@ def train(recipe: Recipe, out: str | Path, device: str = "cpu", progress: bool =
     }
     began = time.perf_counter() - log["wall_s"]
     start = log["step"]
-    bar = tqdm(range(start, recipe.steps), initial=start, total=recipe.steps, disable=not progress)
+    bar = tqdm(range(start, recipe.steps), initial=start, total=recipe.steps, unit="step",
+               disable=not progress)  # fmt: skip
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(recipe, step)
