@@ -102,9 +102,10 @@ def run(args: argparse.Namespace) -> int:
         print("P(answer) before decoding: " + ", ".join(
             f"{t} {p:.3f}" for t, p in zip(c["tasks"], c["step1_mass"], strict=True)))  # fmt: skip
         after = c["continue_after_first"]
-        after = float("nan") if after is None else after
+        # undefined when every answer is one token (starting a task is finishing it)
+        after = "n/a" if after is None or after != after else f"{after:.3f}"
         print(f"tasks completed per prompt: greedy {c['tasks_per_prompt_greedy']:.2f}, "
               f"{args.n_samples} samples {c['tasks_per_prompt_sampled']:.2f}; P(a sample "
-              f"that started a task finishes it) {after:.3f}")  # fmt: skip
+              f"that started a task finishes it) {after}")  # fmt: skip
     print(f"wrote {args.out}/decode.json, {args.out}/decode.html")
     return 0
