@@ -44,9 +44,14 @@ def plain_model(spec: str) -> nn.Module:
     return AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32).eval()
 
 
+def _decoder(plain: nn.Module) -> nn.Module:
+    """The model without its unembedding (returns the final-normed residual)."""
+    return plain.transformer if hasattr(plain, "transformer") else plain.get_decoder()
+
+
 def decoder_layers(plain: nn.Module) -> list[nn.Module]:
-    decoder = plain.get_decoder() if hasattr(plain, "get_decoder") else plain.model
-    return list(getattr(decoder, "layers", None) or plain.transformer.h)
+    decoder = _decoder(plain)
+    return list(getattr(decoder, "layers", None) or decoder.h)
 
 
 def output_projection(layer: nn.Module) -> nn.Module:
@@ -94,11 +99,6 @@ def _unpatched(plain, layout, model, cache) -> Tensor:
     return torch.stack(entering, dim=1)
 
 
-def _decoder(plain: nn.Module) -> nn.Module:
-    """The model without its unembedding (returns the final-normed residual)."""
-    return plain.transformer if hasattr(plain, "transformer") else plain.get_decoder()
-
-
 def _unembed(plain: nn.Module, hidden: Tensor) -> Tensor:
     logits = plain.get_output_embeddings()(hidden)
     cap = getattr(plain.config, "final_logit_softcapping", None)
@@ -115,7 +115,6 @@ def _group_forward(plain, model, layout, cache, entry: int, entering: Tensor, he
     n = entering.shape[1] // s
     seg_ids, masks, positions = layout.inputs(model, n)
     active = [0] * entry + [n * s] * (len(layers) + 1 - entry)
-    reads = (torch.arange(n)[:, None] * s + layout.read_offsets).flatten()
     hook = None
     if head_patch is not None:
         heads, z = head_patch
@@ -127,7 +126,7 @@ def _group_forward(plain, model, layout, cache, entry: int, entering: Tensor, he
 
         hook = output_projection(layers[entry]).register_forward_pre_hook(write)
     try:
-        with staggered_entry(layers, active, lambda *_: entering, reads):
+        with staggered_entry(layers, active, lambda *_: entering, layout.read_columns(n)):
             return _decoder(plain)(
                 seg_ids,
                 attention_mask=masks,
@@ -142,13 +141,8 @@ def _group_forward(plain, model, layout, cache, entry: int, entering: Tensor, he
 def _read_all(plain, layout, hidden: Tensor, n: int) -> Tensor:
     """One unembedding of every variant's read rows ([n * reads, d]; the weight matrix is read
     once, not once per group) and their answers' log P: [n, k]."""
-    row, _, tok, slot = layout.segment.reads.unbind(-1)
-    variant = torch.arange(n).repeat_interleave(len(row))  # variant-major, as .repeat(n) below
-    seg_reads = torch.stack(
-        [variant, layout.read_index.repeat(n), tok.repeat(n), slot.repeat(n)], -1
-    )
     logits = _unembed(plain, hidden).view(n, len(layout.read_offsets), -1)
-    return read_packed(logits, seg_reads, n, layout.k, greedy=False)[0]
+    return read_packed(logits, layout.variant_reads(n), n, layout.k, greedy=False)[0]
 
 
 @torch.inference_mode()

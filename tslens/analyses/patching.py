@@ -207,7 +207,6 @@ class SegmentLayout:
         row_layers = layers.repeat(n_p, *[1] * (layers.ndim - 1))
         row_heads = None if heads is None else heads.repeat(n_p)
         active = [s * int((entries <= layer).sum()) for layer in range(n_layers + 1)]
-        read_columns = (torch.arange(n_v)[:, None] * s + self.read_offsets).flatten()
 
         def entering(layer: int, n_columns: int) -> Tensor:
             return residuals[:, layer].repeat(1, n_columns // s, 1)
@@ -216,21 +215,29 @@ class SegmentLayout:
         with (
             patching(model, row_layers, vectors.flatten(0, 1), entry_columns, mode, kind,
                      row_heads, rows=entry_rows),
-            staggered_entry(list(model.blocks), active, entering, read_columns),
+            staggered_entry(list(model.blocks), active, entering, self.read_columns(n_v)),
         ):  # fmt: skip
             logits = model(ids, attention_mask=masks, position_ids=positions,
                            past_key_values=run_cache)  # fmt: skip
-        # segment j of row p becomes row p * n_v + j of the read columns, as pack_answers reads
-        n_read = len(self.read_offsets)
+        sums, _, _ = read_packed(
+            logits.view(n_p * n_v, len(self.read_offsets), -1), self.variant_reads(n_v),
+            n_p * n_v, self.k, greedy=False,
+        )  # fmt: skip
+        return sums.view(n_p, n_v, -1).cpu()
+
+    def read_columns(self, n_v: int) -> Int[Tensor, " col"]:
+        """The columns of ``n_v`` segments that some answer token is read from."""
+        return (torch.arange(n_v)[:, None] * self.s + self.read_offsets).flatten()
+
+    def variant_reads(self, n_v: int) -> Int[Tensor, "read 4"]:
+        """:func:`read_packed`'s reads for logits at :meth:`read_columns` viewed as
+        ``[prompt * n_v, read column, vocab]``: segment ``j`` of prompt ``p`` is row
+        ``p * n_v + j``."""
         row, _, tok, slot = self.segment.reads.unbind(-1)
-        reads = torch.stack(
+        return torch.stack(
             [(row * n_v)[:, None] + torch.arange(n_v), self.read_index[:, None].expand(-1, n_v),
              tok[:, None].expand(-1, n_v), slot[:, None].expand(-1, n_v)], dim=-1,
         ).flatten(0, 1)  # fmt: skip
-        sums, _, _ = read_packed(
-            logits.view(n_p * n_v, n_read, -1), reads, n_p * n_v, self.k, greedy=False
-        )
-        return sums.view(n_p, n_v, -1).cpu()
 
 
 @torch.inference_mode()

@@ -51,10 +51,13 @@ def _map_call(names: list[str], args: tuple, kwargs: dict, change) -> tuple[tupl
     return args, {name: change(name, v) for name, v in kwargs.items()}
 
 
-def _first_columns(width: int, n: int):
-    """An argument changer keeping the first ``n`` of ``width`` query columns."""
+def _first_columns(hidden: Tensor, width: int, n: int):
+    """An argument changer keeping the first ``n`` of ``width`` query columns, the hidden states
+    taken from ``hidden`` (the block's input with the entering columns written in)."""
 
     def change(name: str, value):
+        if name == "hidden_states":
+            return hidden[:, :n]
         if name in QUERY_AXIS_ARGUMENTS:
             return _slice_queries(value, n)
         if name == "attention_mask":
@@ -101,11 +104,7 @@ def staggered_entry(
                 hidden = torch.cat([hidden[:, :before], new, hidden[:, now:]], dim=1)
             result = None
             if now:
-                change = _first_columns(width, now)
-                args, kwargs = _map_call(
-                    names, args, kwargs,
-                    lambda name, v: hidden[:, :now] if name == "hidden_states" else change(name, v),
-                )  # fmt: skip
+                args, kwargs = _map_call(names, args, kwargs, _first_columns(hidden, width, now))
                 result = original(block, *args, **kwargs)
             out = result[0] if isinstance(result, tuple) else result
             out = hidden if out is None else torch.cat([out, hidden[:, now:]], dim=1)
