@@ -5,9 +5,9 @@ import torch
 from safetensors.torch import load_file
 
 import tslens.train as train_module
-from tslens.charlm import char_tokenizer
+from tslens.charlm import build_char_model, char_tokenizer
 from tslens.prompts import build_mixture_prompts
-from tslens.synthetic import synthetic_batch
+from tslens.synthetic import Corruption, synthetic_batch
 from tslens.tasks import resolve_tasks
 from tslens.train import Recipe, learning_rate, train
 
@@ -41,6 +41,49 @@ def test_training_sequences_match_the_analysis_prompt_format():
     for line in tok.decode(ids[1]).removeprefix("<bos>").split("\n"):
         x, y = line.split(">")
         assert len(set(x)) == 8 and y == x[6]
+
+
+def _line_tasks(tok, ids) -> list[list[int]]:
+    """The plus-b parameter b of every line of every plus sequence."""
+    rows = []
+    for seq in ids:
+        lines = tok.decode(seq).removeprefix("<bos>").split("\n")
+        rows.append([(int(line[2]) - int(line[0])) % 10 for line in lines])
+    return rows
+
+
+def test_corruptions_noise_demonstrations_never_the_query_and_mix_only_trained_tasks():
+    tok = char_tokenizer()
+    clean = synthetic_batch(tok, "plus", [2], 4, 6, torch.Generator().manual_seed(0))
+    same = synthetic_batch(
+        tok, "plus", [2], 4, 6, torch.Generator().manual_seed(0), corruption=Corruption()
+    )
+    assert all(torch.equal(a, b) for a, b in zip(clean, same, strict=True))
+
+    def lines(corruption, n_demos=12, params=(2,)):
+        gen = torch.Generator().manual_seed(1)
+        ids, _ = synthetic_batch(tok, "plus", list(params), 400, n_demos, gen, False, corruption)
+        return torch.tensor(_line_tasks(tok, ids))  # [seq, line]
+
+    noisy = lines(Corruption(label_noise=0.5))
+    assert (noisy[:, -1] == 2).all()  # the query is always its own task
+    off = (noisy[:, :-1] != 2).float().mean().item()
+    assert abs(off - 0.5 * 0.9) < 0.03  # a random task is task 2 itself a tenth of the time
+    tail = lines(Corruption(tail_noise=1.0))
+    assert (tail[:, :9] == 2).all() and (tail[:, -1] == 2).all()  # only the last 1..3 demos
+    assert (tail[:, 11] != 2).float().mean().item() > 0.8
+    mixed = lines(Corruption(mix_tasks=True), params=(2, 5))
+    assert set(mixed.unique().tolist()) == {2, 5}
+    per_sequence = (mixed == 5).float().mean(1)
+    assert per_sequence.std() > 0.25  # each sequence has its own weight, not 50/50 everywhere
+
+
+def test_a_nope_model_ignores_positions():
+    model, _ = build_char_model(None, 1, 32, 2, 256, 0, "llama", "none")
+    cos, sin = model.model.rotary_emb(torch.zeros(1, 1, 32), torch.arange(256)[None])
+    assert sin.abs().max() < 1e-8 and (cos - 1).abs().max() < 1e-8
+    with pytest.raises(ValueError, match="positions"):
+        build_char_model(None, 1, 32, 2, 256, 0, "gpt2", "none")
 
 
 def test_two_token_answers_and_the_separator_loss():
@@ -116,6 +159,8 @@ def test_train_cli_flags_recipe_and_errors(tmp_path, capsys):
         (["--d-model", "30", "--n-heads", "4"], "not divisible"),
         (["--recipe", str(tmp_path / "missing.toml")], "cannot read recipe"),
         (["--architecture", "rwkv"], "unknown architecture"),
+        (["--architecture", "gpt2", "--positions", "none"], "none with the llama"),
+        (["--label-noise", "1.5"], "probabilities"),
         (["--tasks", "plus2,ret2", "--batch-size", "1"], "each task kind"),
     ]:
         assert main(["train", *bad, "--out", str(tmp_path / "x")]) == 2

@@ -41,6 +41,7 @@ def char_tokenizer():
 
 
 ARCHITECTURES = ("llama", "gpt2")
+POSITIONS = ("rotary", "none")
 
 
 def build_char_model(
@@ -51,10 +52,14 @@ def build_char_model(
     n_ctx: int = 1024,
     seed: int = 0,
     architecture: str = "llama",
+    positions: str = "rotary",
 ):
     """A randomly initialised character-level decoder: ``llama`` (rotary positions, the
     default: it learns these tasks; a GPT-2 of the same size stayed on the ln(10) plateau in
-    probes) or ``gpt2`` (learned absolute positions).
+    probes) or ``gpt2`` (learned absolute positions). ``positions="none"`` gives the llama
+    no positional encoding (NoPE: only the causal mask tells positions apart), saved in its
+    ``config.json`` as linear rope scaling by 1e12, which leaves every rotation below 1e-8
+    radians over the context, so every loader (HF, TransformerLens) rebuilds the same model.
 
     Returns the HF model and tokenizer; with ``out_dir`` also saves both there as a local HF
     checkpoint that :func:`tslens.models.load_model` boots.
@@ -64,6 +69,8 @@ def build_char_model(
 
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; use {' or '.join(ARCHITECTURES)}")
+    if positions not in POSITIONS or (positions == "none" and architecture != "llama"):
+        raise ValueError(f"positions {positions!r}: use rotary, or none with llama")
     tokenizer = char_tokenizer()
     special = dict(
         vocab_size=len(tokenizer),
@@ -82,6 +89,8 @@ def build_char_model(
             max_position_embeddings=n_ctx,
             **special,
         )
+        if positions == "none":
+            config.rope_parameters = {"rope_type": "linear", "factor": 1e12, "rope_theta": 10000.0}
     else:
         config = GPT2Config(
             n_embd=d_model,

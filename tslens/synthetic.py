@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Int
@@ -51,6 +52,56 @@ def _char_ids(tokenizer, chars: str) -> Tensor:
     return torch.tensor([vocab[c] for c in chars])
 
 
+N_PARAMS = {"plus": 10, "ret": 8, "pair": 7}  # every task parameter of a kind (b or i)
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """How a training sequence departs from "every line is the same task" (issue 17's
+    recipes for within-prompt superposition). Defaults: clean single-task sequences.
+
+    - ``label_noise``: each demonstration's answer is, with this probability, the answer of a
+      uniformly random task of the kind (any b / i, not only trained ones); the query is clean.
+    - ``tail_noise``: with this probability a sequence's last k demonstrations (k uniform in
+      1..n_demos // 4) are noised that way, so that the most recent lines are no shortcut.
+    - ``mix_tasks``: the control for single-task training; each sequence mixes its task with a
+      second trained task of the kind at a weight w ~ U(0, 1): every line, the query included,
+      is the second task with probability w.
+    """
+
+    label_noise: float = 0.0
+    tail_noise: float = 0.0
+    mix_tasks: bool = False
+
+
+def _line_params(
+    params: Sequence[int],
+    kind: str,
+    n_sequences: int,
+    n_lines: int,
+    corruption: Corruption,
+    generator: torch.Generator,
+) -> Int[Tensor, "seq line"]:
+    """The task parameter of every line of every sequence (the last line is the query)."""
+    table = torch.tensor(list(params))
+    drawn = table[torch.randint(len(params), (n_sequences, 1), generator=generator)]
+    line_params = drawn.expand(n_sequences, n_lines).clone()
+    if corruption.mix_tasks:
+        second = table[torch.randint(len(params), (n_sequences, 1), generator=generator)]
+        weight = torch.rand(n_sequences, 1, generator=generator)
+        switched = torch.rand(n_sequences, n_lines, generator=generator) < weight
+        line_params = torch.where(switched, second.expand_as(line_params), line_params)
+    noised = torch.rand(n_sequences, n_lines, generator=generator) < corruption.label_noise
+    n_demos = n_lines - 1
+    tail = torch.randint(1, max(1, n_demos // 4) + 1, (n_sequences, 1), generator=generator)
+    in_tail = torch.arange(n_lines) >= n_demos - tail  # [seq, line]
+    tail_on = torch.rand(n_sequences, 1, generator=generator) < corruption.tail_noise
+    noised |= in_tail & tail_on
+    noised[:, -1] = False  # the query is always answered by its own task
+    random_params = torch.randint(N_PARAMS[kind], (n_sequences, n_lines), generator=generator)
+    return torch.where(noised, random_params, line_params)
+
+
 def synthetic_batch(
     tokenizer,
     kind: str,
@@ -59,25 +110,33 @@ def synthetic_batch(
     n_demos: int,
     generator: torch.Generator,
     separator_loss: bool = False,
+    corruption: Corruption = Corruption(),
 ) -> tuple[Int[Tensor, "seq pos"], Int[Tensor, "seq pos"]]:
     """``n_sequences`` sequences of one task kind, each with a task parameter drawn from
     ``params`` (the b of plus-b, the i of ret-i or pair-i). Returns ``(input_ids, labels)``;
-    with ``separator_loss`` the newline after each demonstration's answer is a label too."""
+    with ``separator_loss`` the newline after each demonstration's answer is a label too;
+    ``corruption`` noises or mixes the lines' tasks (:class:`Corruption`)."""
     n_lines = n_demos + 1  # the demonstrations, then the query with its answer
-    choice = torch.tensor(list(params))[
-        torch.randint(len(params), (n_sequences, 1), generator=generator)
-    ]
+    if corruption == Corruption():  # the original draws, so clean batches stay as they were
+        choice = torch.tensor(list(params))[
+            torch.randint(len(params), (n_sequences, 1), generator=generator)
+        ]
     if kind == "plus":
         x = torch.randint(10, (n_sequences, n_lines), generator=generator)
-        x_ids = _char_ids(tokenizer, string.digits)[x][..., None]  # [seq, demo, 1]
+        if corruption != Corruption():
+            choice = _line_params(params, kind, n_sequences, n_lines, corruption, generator)
+        x_ids = _char_ids(tokenizer, string.digits)[x][..., None]  # [seq, line, 1]
         y_ids = _char_ids(tokenizer, string.digits)[(x + choice) % 10][..., None]
     else:  # ret and pair draw the same letters, so ret's batches are as they always were
         noise = torch.rand(n_sequences, n_lines, 26, generator=generator)
         letters = noise.argsort(-1)[..., :8]  # 8 distinct letters per line
+        if corruption != Corruption():
+            choice = _line_params(params, kind, n_sequences, n_lines, corruption, generator)
         letter_ids = _char_ids(tokenizer, string.ascii_lowercase)
-        x_ids = letter_ids[letters]  # [seq, demo, 8]
-        index = choice[..., None] + torch.arange(ANSWER_LENGTH[kind])  # [seq, 1, answer]
-        y_ids = letter_ids[letters.gather(-1, index.expand(-1, n_lines, -1))]  # [seq, demo, answer]
+        x_ids = letter_ids[letters]  # [seq, line, 8]
+        offsets = torch.arange(ANSWER_LENGTH[kind])
+        index = choice.expand(n_sequences, n_lines)[..., None] + offsets  # [seq, line, answer]
+        y_ids = letter_ids[letters.gather(-1, index)]  # [seq, line, answer]
     gt, newline = _char_ids(tokenizer, ">\n")
     shape = (n_sequences, n_lines, 1)
     lines = torch.cat(

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from tslens.charlm import build_char_model
 from tslens.errors import TslensError
 from tslens.io import read_toml, reading, write_json_atomic
-from tslens.synthetic import IGNORE, parse_task, sequence_length, synthetic_batch
+from tslens.synthetic import IGNORE, Corruption, parse_task, sequence_length, synthetic_batch
 
 
 @dataclass
@@ -51,6 +51,12 @@ class Recipe:
     # Also train the newline that ends each answer, so that decoding knows where to stop
     # (off for the embedded models, whose one-token answers need no stop).
     separator_loss: bool = False
+    # Issue 17's recipe changes for within-prompt superposition: "rotary" or "none" (NoPE,
+    # llama only), and the training-sequence corruptions of tslens.synthetic.Corruption.
+    positions: str = "rotary"
+    label_noise: float = 0.0
+    tail_noise: float = 0.0
+    mix_tasks: bool = False
     # The final evaluation (tslens.analyses.evaluation): mixture-curve pairs, prompts per point.
     eval_pairs: list[list[str]] = field(
         default_factory=lambda: [["plus2", "plus5"], ["ret2", "ret6"]]
@@ -112,7 +118,14 @@ def make_batch(
     shares[0] += recipe.batch_size - sum(shares)
     return [
         synthetic_batch(
-            tokenizer, kind, params, n, recipe.n_demos, generator, recipe.separator_loss
+            tokenizer,
+            kind,
+            params,
+            n,
+            recipe.n_demos,
+            generator,
+            recipe.separator_loss,
+            Corruption(recipe.label_noise, recipe.tail_noise, recipe.mix_tasks),
         )
         for (kind, params), n in zip(groups.items(), shares, strict=True)
     ]
@@ -185,6 +198,7 @@ def train(recipe: Recipe, out: str | Path, device: str = "cpu", progress: bool =
         recipe.n_ctx,
         recipe.seed,
         recipe.architecture,
+        recipe.positions,
     )
     model.to(device).train()
     optimizer = torch.optim.AdamW(

@@ -7,7 +7,7 @@ import shlex
 from dataclasses import fields, replace
 from pathlib import Path
 
-from tslens.charlm import ARCHITECTURES
+from tslens.charlm import ARCHITECTURES, POSITIONS
 from tslens.errors import TslensError
 from tslens.report.trained import evaluate_trained
 from tslens.tasks import resolve_tasks
@@ -60,6 +60,14 @@ def run(args: argparse.Namespace) -> int:
         raise TslensError(
             f"unknown architecture {recipe.architecture!r}; use {' or '.join(ARCHITECTURES)}"
         )
+    if recipe.positions not in POSITIONS or (
+        recipe.positions == "none" and recipe.architecture != "llama"
+    ):
+        raise TslensError(
+            f"positions {recipe.positions!r}: use rotary, or none with the llama architecture"
+        )
+    if not (0 <= recipe.label_noise <= 1 and 0 <= recipe.tail_noise <= 1):
+        raise TslensError("label_noise and tail_noise are probabilities in [0, 1]")
     if recipe.d_model % recipe.n_heads:
         raise TslensError(f"d_model {recipe.d_model} is not divisible by n_heads {recipe.n_heads}")
     if min(recipe.steps, recipe.batch_size, recipe.n_demos, recipe.n_layers) < 1:
