@@ -23,14 +23,13 @@ from torch import Tensor, nn
 from tslens.analyses.patching import SegmentLayout
 from tslens.architecture import attention_masks
 from tslens.hooks.entry import staggered_entry
+from tslens.packing import pack_answers, read_packed
 from tslens.scoring import (
     answer_token_ids,
     default_batch_size,
     left_pad,
-    pack_answers,
     pad_token_id,
     prompt_token_ids,
-    read_packed,
 )
 
 
@@ -74,7 +73,7 @@ def scoring_floor(plain: nn.Module, model, texts, answers) -> Tensor:
                               pad_token_id(model))  # fmt: skip
         masks = attention_masks(model, packed.mask, packed.positions, packed.positions)
         logits = plain(packed.ids, attention_mask=masks, position_ids=packed.positions,
-                       logits_to_keep=packed.n_keep).logits  # fmt: skip
+                       logits_to_keep=packed.keep).logits  # fmt: skip
         out[chunk] = read_packed(logits, packed.reads, len(chunk), out.shape[1], greedy=False)[0]
     return out
 

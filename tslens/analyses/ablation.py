@@ -25,15 +25,13 @@ from tslens.errors import TslensError
 from tslens.hooks.ablate import ablating
 from tslens.hooks.capture import capturing
 from tslens.hooks.names import hook_name
+from tslens.packing import forward_packed, pack_answers, read_packed
 from tslens.resume import cached
 from tslens.scoring import (
     answer_token_ids,
-    forward_packed,
     left_pad,
-    pack_answers,
     pad_token_id,
     prompt_token_ids,
-    read_packed,
 )
 
 KINDS = ("zero", "mean", "resample")

@@ -5,7 +5,7 @@ token at ``layer`` is replaced by (or added to) the vector. Such a patch changes
 the final token, so the keys/values of the prompt's prefix are the same for every variant.
 :func:`patched_answer_logprobs` therefore runs each prefix once, repeats its KV cache for all
 variants, and continues with one batched forward of ``[final token, packed answers]`` per
-variant row (answers packed as in :func:`tslens.scoring.pack_answers`).
+variant row (answers packed as in :func:`tslens.packing.pack_answers`).
 :func:`patched_answer_logprobs_naive` is the plain reference: one full forward with a hook per
 prompt, variant and answer; the two agree to float32 precision (tested).
 """
@@ -25,16 +25,14 @@ from tslens.batching import default_batch_size
 from tslens.hooks.capture import capturing
 from tslens.hooks.entry import staggered_entry
 from tslens.hooks.patch import patching
+from tslens.packing import forward_packed, pack_answers, read_packed
 from tslens.resume import cached
 from tslens.scoring import (
     answer_token_ids,
-    forward_packed,
     forward_prefix,
     left_pad,
-    pack_answers,
     pad_token_id,
     prompt_token_ids,
-    read_packed,
 )
 
 

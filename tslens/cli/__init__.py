@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from tslens.cli import (
     ablate,
     decode,
+    demos,
     evaluate,
     heads,
     models,
@@ -28,7 +29,7 @@ from tslens.cli.validate import validate
 from tslens.errors import TslensError
 from tslens.resume import checkpointing
 
-SUBCOMMANDS = (models, tasks, probs, patch, heads, ablate, scale, decode, train, evaluate)
+SUBCOMMANDS = (models, tasks, probs, patch, heads, ablate, demos, scale, decode, train, evaluate)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands whose batches are saved as they go (tslens.resume); train has its own checkpoints.
-RESUMABLE = ("probs", "patch", "heads", "ablate", "scale", "decode", "evaluate")
+RESUMABLE = ("probs", "patch", "heads", "ablate", "demos", "scale", "decode", "evaluate")
 EXIT_STATUS = {
     0: "success",
     1: "an unexpected internal error (a bug: please report it, with TSLENS_DEBUG=1's traceback)",

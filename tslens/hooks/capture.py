@@ -16,7 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tslens.batching import default_batch_size
-from tslens.hooks.names import check_layers, hook_name
+from tslens.hooks.names import HEADS_FIRST, check_layers, hook_name
 from tslens.resume import cached
 from tslens.scoring import left_pad, pad_token_id, prompt_token_ids
 
@@ -29,13 +29,15 @@ def capturing(
     layer into the yielded ``{kind: [tensor per layer]}`` (overwritten by the next forward).
 
     ``positions`` index the forward's sequence axis (negative = from the end, which with left
-    padding is the same token in every row). Hooks are removed on exit, also after an error.
+    padding is the same token in every row); for ``pattern`` the query axis, stored as
+    ``[batch, position, head, key]``. Hooks are removed on exit, also after an error.
     """
     store: dict[str, list[Tensor | None]] = {kind: [None] * len(layers) for kind in kinds}
     index = torch.tensor(list(positions))
 
     def grab(kind: str, i: int):
         def hook(act: Tensor, hook) -> None:
+            act = act.transpose(1, 2) if kind in HEADS_FIRST else act
             store[kind][i] = act[:, index.to(act.device)].detach()
 
         return hook

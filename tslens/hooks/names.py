@@ -13,7 +13,10 @@ HOOK_KINDS: dict[str, str] = {
     # the attention output before a post-attention norm (Gemma 2/3 only; see
     # tslens.architecture.post_attention_norms): what that norm normalises
     "attn_pre_norm": "blocks.{layer}.ln1_post.hook_in",
+    # attention probabilities: [batch, head, query pos, key pos] (heads BEFORE positions)
+    "pattern": "blocks.{layer}.attn.hook_pattern",
 }
+HEADS_FIRST = {"pattern"}  # kinds whose activation puts the head axis before the positions
 
 
 def hook_name(kind: str, layer: int) -> str:

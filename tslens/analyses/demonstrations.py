@@ -1,0 +1,302 @@
+"""Which demonstrations feed each answer of a mixture prompt (issue 17, prompt level).
+
+For every mixture prompt and every task's answer, the answer's probability is measured on the
+intact prompt, with each demonstration deleted, and with every demonstration of one task
+deleted. All those prompts are scored in one packed forward per batch of prompts
+(:func:`tslens.packing.pack_deletions`): a deletion shares the prompt's tokens before it, so
+only the tokens after it are recomputed. :func:`demonstration_effects_naive` is the plain
+reference (one forward per deleted prompt and answer); the two agree to float32 precision.
+
+A demonstration is its line plus the separator after it, in tokens: token ``t`` belongs to
+demonstration ``j`` when its first character lies in that span of the text (BOS and the query
+belong to none). Deleting it removes exactly those tokens.
+
+Distances count demonstrations back from the query: distance 1 is the last demonstration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tslens.batching import default_batch_size, shrink_on_oom
+from tslens.packing import forward_packed, pack_deletions, read_packed
+from tslens.prompts import MixturePrompt, Template, build_mixture_prompts, get_template
+from tslens.resume import cached
+from tslens.scoring import (
+    answer_token_ids,
+    pad_token_id,
+    prompt_token_ids,
+)
+from tslens.tasks import Task
+
+
+def demonstration_tokens(
+    model, prompts: Sequence[MixturePrompt], template: Template
+) -> list[list[list[int]]]:
+    """Per prompt, per demonstration, the indices of its tokens in
+    :func:`tslens.scoring.prompt_token_ids` (BOS included in the count)."""
+    ids = prompt_token_ids(model, [p.text for p in prompts])
+    encoded = model.tokenizer(
+        [p.text for p in prompts], add_special_tokens=False, return_offsets_mapping=True
+    )
+    out = []
+    for prompt, p_ids, offsets in zip(prompts, ids, encoded["offset_mapping"], strict=True):
+        shift = len(p_ids) - len(offsets)  # the BOS token, if any
+        lines = prompt.text.split(template.sep)
+        # a demonstration may itself contain the separator (e.g. "Q: x\nA: y" with "\n"):
+        # rebuild the demonstration spans from the template's lines per demonstration
+        per_demo = template.demo.count(template.sep) + 1
+        starts, position = [], 0
+        for j in range(len(prompt.demo_tasks)):
+            starts.append(position)
+            line = template.sep.join(lines[j * per_demo : (j + 1) * per_demo])
+            position += len(line) + len(template.sep)
+        starts.append(position)  # where the query begins
+        spans: list[list[int]] = [[] for _ in prompt.demo_tasks]
+        for t, (first, _) in enumerate(offsets):
+            j = next((j for j in range(len(spans)) if starts[j] <= first < starts[j + 1]), None)
+            if j is not None:
+                spans[j].append(t + shift)
+        out.append(spans)
+    return out
+
+
+def _deletions(prompt: MixturePrompt, spans: list[list[int]], k: int) -> list[list[int]]:
+    """Each demonstration's tokens, then each task's demonstrations' tokens together."""
+    groups = [
+        sorted(t for j, s in enumerate(spans) if prompt.demo_tasks[j] == i for t in s)
+        for i in range(k)
+    ]
+    return [*spans, *groups]
+
+
+@dataclass
+class DemoEffects:
+    """Answer probabilities of mixture prompts, intact and with demonstrations deleted.
+
+    Attributes:
+        tasks: task names (answer ``k`` is task ``k``'s answer to the query).
+        prompts: the mixture prompts.
+        spans: per prompt, per demonstration, its token indices.
+        base: ``[prompt, k]`` P(answer k | intact prompt).
+        without_demo: ``[prompt, demo, k]`` P(answer k) with demonstration ``demo`` deleted.
+        without_task: ``[prompt, task, k]`` P(answer k) with every demonstration of ``task``
+            deleted (equal to ``base`` where the prompt has none).
+    """
+
+    tasks: list[str]
+    prompts: list[MixturePrompt]
+    spans: list[list[list[int]]]
+    base: Float[Tensor, "prompt k"]
+    without_demo: Float[Tensor, "prompt demo k"]
+    without_task: Float[Tensor, "prompt task k"]
+
+    @property
+    def demo_tasks(self) -> Tensor:
+        """``[prompt, demo]`` the task index of every demonstration."""
+        return torch.tensor([p.demo_tasks for p in self.prompts])
+
+    def effects(self) -> Float[Tensor, "prompt demo k"]:
+        """How much each demonstration supports each answer: P(intact) - P(without it)."""
+        return self.base[:, None] - self.without_demo
+
+    def by_task(self) -> Float[Tensor, "task k"]:
+        """``[i, k]``: mean change in P(answer k) when every demonstration of task i is
+        deleted (negative: task i's demonstrations were holding answer k up)."""
+        return (self.without_task - self.base[:, None]).mean(0)
+
+    def by_distance(self) -> dict[str, Any]:
+        """Per task k and distance d from the query (1 = the last demonstration):
+        ``nearest``: mean P(answer k) over prompts whose nearest task-k demonstration is at
+        distance d; ``same`` / ``other``: mean effect on answer k of deleting one task-k /
+        other-task demonstration at distance d; ``uniform``: the effect each task-k
+        demonstration would have if the model averaged them evenly (the whole group's
+        effect divided by the group's size); counts alongside."""
+        n_demos = self.without_demo.shape[1]
+        distance = torch.arange(n_demos, 0, -1)  # [demo]
+        tasks, effects = self.demo_tasks, self.effects()
+        out: dict[str, Any] = {"distance": list(range(1, n_demos + 1)), "tasks": []}
+        for k in range(len(self.tasks)):
+            own = tasks == k  # [prompt, demo]
+            nearest = torch.where(own, distance, n_demos + 1).amin(1)  # [prompt]
+            group = self.base[:, k] - self.without_task[:, k, k]  # [prompt]
+            keys = ("nearest", "n_nearest", "same", "n_same", "other", "uniform")
+            entry: dict[str, list] = {key: [] for key in keys}
+            for d in range(1, n_demos + 1):
+                at = nearest == d
+                entry["nearest"].append(_mean(self.base[at, k]))
+                entry["n_nearest"].append(int(at.sum()))
+                same = own & (distance == d)
+                entry["same"].append(_mean(effects[..., k][same]))
+                entry["n_same"].append(int(same.sum()))
+                entry["other"].append(_mean(effects[..., k][~own & (distance == d)]))
+                entry["uniform"].append(_mean((group / own.sum(1).clamp(min=1))[same.any(1)]))
+            out["tasks"].append(entry)
+        return out
+
+    def last_demo_gap(self) -> list[float | None]:
+        """Per task k: mean P(answer k) when the last demonstration is task k minus when it
+        is another task (``None`` if either set is empty)."""
+        last = self.demo_tasks[:, -1]
+        gaps = []
+        for k in range(len(self.tasks)):
+            hit, miss = self.base[last == k, k], self.base[last != k, k]
+            gaps.append(None if not len(hit) or not len(miss) else _mean(hit) - _mean(miss))
+        return gaps
+
+    def nearest_share(self) -> list[float | None]:
+        """Per task k: of the summed effects of task k's single demonstrations on answer k,
+        the share that its nearest one carries (1/n for a model that averages n
+        demonstrations evenly, 1 for one that reads only the nearest)."""
+        effects, tasks = self.effects(), self.demo_tasks
+        distance = torch.arange(effects.shape[1], 0, -1)
+        out = []
+        for k in range(len(self.tasks)):
+            own = tasks == k
+            nearest = own & (
+                distance == torch.where(own, distance, 10**9).amin(1, keepdim=True)
+            )  # [prompt, demo]
+            total = (effects[..., k] * own).sum()
+            out.append(None if total == 0 else float((effects[..., k] * nearest).sum() / total))
+        return out
+
+    def per_prompt(self) -> list[dict[str, Any]]:
+        """Per prompt: the query, answers, intact probabilities and each demonstration's
+        task, position, distance and effect on each answer."""
+        effects, n = self.effects(), self.without_demo.shape[1]
+        return [
+            {"query": p.query, "answers": list(p.answers), "p": self.base[i].tolist(),
+             "demos": [{"task": int(p.demo_tasks[j]), "position": j, "distance": n - j,
+                        "effect": effects[i, j].tolist()} for j in range(n)]}
+            for i, p in enumerate(self.prompts)
+        ]  # fmt: skip
+
+
+def _mean(values: Tensor) -> float | None:
+    return float(values.double().mean()) if len(values) else None
+
+
+def build_demo_prompts(
+    model, tasks: Sequence[Task], n_prompts: int, n_examples: int, seed: int, template
+) -> tuple[list[MixturePrompt], Template, list[list[list[int]]]]:
+    """Equal-weight mixture prompts of ``tasks``, their template and demonstration spans."""
+    prompts = build_mixture_prompts(tasks, None, n_prompts, n_examples, seed, template)
+    tmpl = get_template(template, tasks)
+    return prompts, tmpl, demonstration_tokens(model, prompts, tmpl)
+
+
+@torch.inference_mode()
+def demonstration_effects(
+    model,
+    tasks: Sequence[Task],
+    n_prompts: int = 50,
+    n_examples: int = 20,
+    seed: int = 0,
+    template: str | Template | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> DemoEffects:
+    """Score each task's answer on equal-weight mixture prompts of ``tasks``: intact, with
+    each demonstration deleted and with each task's demonstrations deleted (see the module
+    docstring). Batches are cached under :func:`tslens.resume.checkpointing`."""
+    prompts, _, spans = build_demo_prompts(model, tasks, n_prompts, n_examples, seed, template)
+    k = len(tasks)
+    prompt_ids = prompt_token_ids(model, [p.text for p in prompts])
+    answer_ids = answer_token_ids(
+        model, [p.text for p in prompts], [p.answers for p in prompts], prompt_ids,
+        [t.name for t in tasks],
+    )  # fmt: skip
+    deletions = [_deletions(p, s, k) for p, s in zip(prompts, spans, strict=True)]
+    n_variants = 1 + n_examples + k
+    out = torch.zeros(len(prompts), n_variants, k, dtype=torch.float64)
+    # a row holds the prompt about n_examples / 2 times over (each deletion's suffix)
+    width = max(len(p) for p in prompt_ids) * (2 + n_examples // 2)
+    batch_size = batch_size or default_batch_size(model, width)
+    bar = tqdm(total=len(prompts), desc="deleting demonstrations", unit="prompt",
+               disable=not progress, leave=False)  # fmt: skip
+    pad = pad_token_id(model)
+
+    def score(rows: list[int]) -> None:
+        parts = [[prompt_ids[i] for i in rows], [deletions[i] for i in rows]]
+        a_ids = [answer_ids[i] for i in rows]
+
+        def compute() -> dict[str, Tensor]:
+            packed = pack_deletions(*parts, a_ids, pad)
+            logits = forward_packed(model, packed)
+            sums = read_packed(logits, packed.reads, len(rows), n_variants * k, greedy=False)[0]
+            return {"logprobs": sums.cpu()}
+
+        got = cached("demos", model, [*parts, a_ids], compute)["logprobs"]
+        out[rows] = got.reshape(len(rows), n_variants, k).exp()
+        bar.update(len(rows))
+
+    shrink_on_oom(score, range(len(prompts)), batch_size)
+    bar.close()
+    return DemoEffects(
+        tasks=[t.name for t in tasks],
+        prompts=prompts,
+        spans=spans,
+        base=out[:, 0],
+        without_demo=out[:, 1 : 1 + n_examples],
+        without_task=out[:, 1 + n_examples :],
+    )
+
+
+@torch.inference_mode()
+def demonstration_effects_naive(model, effects: DemoEffects) -> Float[Tensor, "prompt variant k"]:
+    """Reference: every deleted prompt rebuilt from its token ids and scored with one plain
+    forward per answer, no packing, no sharing. Returns ``[prompt, 1 + demos + tasks, k]``
+    probabilities in the layout of :func:`demonstration_effects` (intact, per demo, per task).
+    """
+    prompt_ids = prompt_token_ids(model, [p.text for p in effects.prompts])
+    k = len(effects.tasks)
+    rows = []
+    for prompt, p_ids, spans in zip(effects.prompts, prompt_ids, effects.spans, strict=True):
+        answer_ids = answer_token_ids(model, [prompt.text], [prompt.answers], [p_ids])[0]
+        variants = [[], *_deletions(prompt, spans, k)]
+        probs = []
+        for deleted in variants:
+            kept = [t for i, t in enumerate(p_ids) if i not in set(deleted)]
+            probs.append(_naive_answer_probs(model, kept, answer_ids))
+        rows.append(torch.stack(probs))
+    return torch.stack(rows)
+
+
+def _naive_answer_probs(model, ids: list[int], answers: list[list[int]]) -> Tensor:
+    out = []
+    for a_ids in answers:
+        logits = model(torch.tensor([ids + a_ids], device=model.cfg.device))[0].float()
+        lp = torch.log_softmax(logits[len(ids) - 1 : -1], -1).gather(
+            -1, torch.tensor(a_ids)[:, None]
+        )
+        out.append(lp.double().sum().exp().cpu())
+    return torch.stack(out)
+
+
+def demos_json(effects: DemoEffects, heads: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``demos.json`` content: ``tasks``, ``per_prompt``, ``by_task`` (``[i][k]``: mean
+    change in P(answer k) when task i's demonstrations are deleted), ``by_distance``,
+    ``last_demo_gap``, ``nearest_share`` (see :class:`DemoEffects`), ``p`` (mean P per task
+    on the intact prompts) and ``heads`` (:func:`tslens.analyses.demo_attention.head_summary`,
+    if given)."""
+    counts = (effects.demo_tasks[..., None] == torch.arange(len(effects.tasks))).sum(1)
+    return {
+        "tasks": effects.tasks,
+        "n_prompts": len(effects.prompts),
+        "n_examples": effects.without_demo.shape[1],
+        "p": effects.base.mean(0).tolist(),
+        "mean_count": counts.double().mean(0).tolist(),
+        "by_task": effects.by_task().tolist(),
+        "by_distance": effects.by_distance(),
+        "last_demo_gap": effects.last_demo_gap(),
+        "nearest_share": effects.nearest_share(),
+        "heads": heads,
+        "per_prompt": effects.per_prompt(),
+    }

@@ -1,0 +1,81 @@
+"""``tslens demos``: which demonstrations of a mixture prompt feed each task's answer, and
+which heads read them (deletion of each demonstration and of each task's demonstrations,
+attention from the answer position per head)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tslens.analyses.demo_attention import attention_to_demonstrations, head_summary
+from tslens.analyses.demonstrations import demonstration_effects, demos_json
+from tslens.cli.common import (
+    TASKS_HELP,
+    add_model_args,
+    add_prompt_args,
+    default_n_examples,
+    model_from_args,
+)
+from tslens.hooks.ablate import parse_head
+from tslens.io import write_json_atomic
+from tslens.report.demos import write_demos_html
+from tslens.tasks import resolve_tasks
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "demos",
+        help="attribute each answer to the demonstrations (deletion) and heads (attention)",
+        description="Writes DIR/demos.json (tasks, per_prompt, by_task, by_distance, "
+        "last_demo_gap, nearest_share, heads) and DIR/demos.html.",
+    )
+    parser.add_argument(
+        "--tasks", default=None, help=TASKS_HELP.format("two or more tasks of one family: A,B")
+    )
+    parser.add_argument(
+        "--heads", default="", help="heads to list first, L.H,... (e.g. tslens heads' top ones)"
+    )
+    parser.add_argument("--no-attention", action="store_true", help="skip the heads' attention")
+    add_prompt_args(parser, 50)
+    add_model_args(parser)
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    tasks = resolve_tasks(args.tasks)
+    model = model_from_args(args)
+    top = [parse_head(spec, model) for spec in args.heads.split(",") if spec.strip()]
+    effects = demonstration_effects(
+        model, tasks, n_prompts=args.n_prompts, seed=args.seed, template=args.template,
+        n_examples=args.n_examples or default_n_examples(tasks), batch_size=args.batch_size,
+        progress=True,
+    )  # fmt: skip
+    heads = None
+    if not args.no_attention:
+        mass = attention_to_demonstrations(
+            model, [p.text for p in effects.prompts], effects.spans, args.batch_size, True
+        )
+        heads = head_summary(mass, effects.demo_tasks, effects.tasks, top)
+    result = {"model": model.tslens_name, "command": "tslens " + " ".join(args.argv),
+              **demos_json(effects, heads)}  # fmt: skip
+    write_json_atomic(args.out / "demos.json", result)
+    write_demos_html(result, args.out / "demos.html")
+    for k, task in enumerate(result["tasks"]):
+        share, count = result["nearest_share"][k], result["mean_count"][k]
+        removed = ", ".join(
+            f"{result['by_task'][i][k]:+.3f} without {other}"
+            for i, other in enumerate(result["tasks"])
+        )
+        print(f"{task}: P {result['p'][k]:.3f}; nearest share "
+              f"{'n/a' if share is None else f'{share:.2f}'} (even average {1 / count:.2f}); "
+              f"{removed}")  # fmt: skip
+    if heads:
+        first = ", ".join(
+            f"L{h['layer']}.H{h['head']} (mass {sum(h['mass']):.2f}, nearest share "
+            f"{max(h['nearest_share']):.2f})"
+            for h in heads["heads"][:3]
+        )
+        print(f"heads: {first}")
+    print(f"wrote {args.out}/demos.json, {args.out}/demos.html")
+    return 0
