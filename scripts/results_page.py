@@ -1,7 +1,11 @@
-"""Regenerate docs/results.md (and its figures in docs/results/) from the shipped models: every
-number on that page is computed by this script, none is typed by hand.
+"""Regenerate docs/results.md (and its figures in docs/results/): every number on that page is
+computed by this script, none is typed by hand.
 
-    python scripts/results_page.py     # about 3 minutes on 2 CPU cores
+    python scripts/results_page.py          # the shipped char models, about 3 minutes on 2 cores
+    python scripts/results_page.py --real   # also the pretrained LLMs (Gemma-3-270M, SmolLM2)
+
+Without ``--real`` the page's real-model part (below the REAL marker) is kept as it was last
+generated; with it, that part is regenerated too (see real_models.py beside this script).
 """
 
 from __future__ import annotations
@@ -51,7 +55,11 @@ def figure(fig, name: str) -> str:
     return f"[figure: {name}](results/{name}.html)\n"
 
 
+REAL = "<!-- real models: python scripts/results_page.py --real -->\n"
+
+
 def main() -> int:
+    real = "--real" in sys.argv[1:]
     torch.manual_seed(0)
     began = time.perf_counter()
     out = ["# Results on the shipped models\n",
@@ -115,7 +123,15 @@ def main() -> int:
     out.append("\n" + figure(bars, "collapse_pair14"))
     out.append(f"\n_Generated in {time.perf_counter() - began:.0f} s on {torch.get_num_threads()}"
                " CPU threads._\n")  # fmt: skip
-    (DOCS / "results.md").write_text("".join(out))
+    page = DOCS / "results.md"
+    old = page.read_text() if page.exists() else ""
+    if real:
+        from real_models import real_sections
+
+        tail = REAL + real_sections(table, figure)
+    else:
+        tail = old[old.index(REAL) :] if REAL in old else ""
+    page.write_text("".join(out) + ("\n" + tail if tail else ""))
     print(f"wrote {DOCS / 'results.md'}")
     return 0
 
