@@ -21,7 +21,8 @@ from tslens.cli import EXIT_STATUS, build_parser
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 MODULES = [
     "tslens.models", "tslens.pretrained", "tslens.gguf", "tslens.architecture", "tslens.tasks",
-    "tslens.prompts", "tslens.scoring", "tslens.packing", "tslens.complete", "tslens.batching", "tslens.resume",
+    "tslens.prompts", "tslens.scoring", "tslens.packing", "tslens.complete", "tslens.batching",
+    "tslens.resume",
     "tslens.io", "tslens.train", "tslens.hooks.capture", "tslens.hooks.patch",
     "tslens.hooks.ablate", "tslens.analyses.mixture", "tslens.analyses.curves",
     "tslens.analyses.evaluation", "tslens.analyses.task_vectors", "tslens.analyses.patching",
