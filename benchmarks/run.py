@@ -338,6 +338,64 @@ def bench_ablate_rank(quick: bool) -> dict:
     }
 
 
+def bench_demos(quick: bool) -> dict:
+    """Demonstration attribution (``tslens demos``): every demonstration and every task's
+    demonstrations deleted, all answers scored. Ours, each prompt's deletions in one row that
+    shares the tokens before each deletion (:func:`demonstration_effects`), vs the plain loop
+    (one forward per deleted prompt and answer) and vs scoring every deleted prompt with the
+    packed batched scorer (no sharing between a prompt's deletions)."""
+    from tslens.analyses.demonstrations import (
+        _deletions,
+        demonstration_effects,
+        demonstration_effects_naive,
+    )
+    from tslens.models import load_model
+    from tslens.packing import forward_packed, pack_answers, read_packed
+    from tslens.scoring import answer_token_ids, pad_token_id, prompt_token_ids
+    from tslens.tasks import resolve_tasks
+
+    model = load_model(MODEL, device="cpu")
+    tasks = resolve_tasks("capital,continent")
+    n_prompts = 2 if quick else 4
+    demonstration_effects(model, tasks, 1, 20)  # warm-up
+    t_fast, fast = timed(lambda: demonstration_effects(model, tasks, n_prompts, 20))
+    t_loop, loop = timed(lambda: demonstration_effects_naive(model, fast))
+
+    def batched() -> torch.Tensor:
+        texts = [p.text for p in fast.prompts]
+        ids = prompt_token_ids(model, texts)
+        answers = answer_token_ids(model, texts, [p.answers for p in fast.prompts], ids)
+        rows, row_answers = [], []
+        for prompt, p_ids, spans, a_ids in zip(fast.prompts, ids, fast.spans, answers,
+                                               strict=True):  # fmt: skip
+            for deleted in [[], *_deletions(prompt, spans, len(tasks))]:
+                rows.append([t for i, t in enumerate(p_ids) if i not in set(deleted)])
+                row_answers.append(a_ids)
+        out = []
+        for start in range(0, len(rows), 8):
+            packed = pack_answers(rows[start : start + 8], row_answers[start : start + 8],
+                                  pad_token_id(model))  # fmt: skip
+            logits = forward_packed(model, packed)
+            out.append(read_packed(logits, packed.reads, len(packed.ids), 2, greedy=False)[0])
+        return torch.cat(out).exp().view(len(fast.prompts), -1, 2)
+
+    with torch.inference_mode():
+        t_batched, plain = timed(batched)
+    stacked = torch.cat([fast.base[:, None], fast.without_demo, fast.without_task], 1)
+    return {
+        "metric": "demos",
+        "speedup": t_loop / t_fast,
+        "vs_batched_scoring": t_fast / t_batched,
+        "max_abs_diff_log": (stacked.log() - loop.log()).abs().max().item(),
+        "batched_max_abs_diff_log": (plain.log() - loop.log()).abs().max().item(),
+        "ours_s": t_fast,
+        "loop_s": t_loop,
+        "batched_scoring_s": t_batched,
+        "n_prompts": n_prompts,
+        "deleted_prompts": n_prompts * (20 + len(tasks)),
+    }
+
+
 def _branch_naive(model, prompt: str, width: int, max_new_tokens: int) -> list[tuple[str, float]]:
     """The plain way to get the same branches: for each of the top-``width`` first tokens, a
     greedy decode that re-runs the whole sequence at every step (no cache, no batching)."""
@@ -411,6 +469,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict]] = {
     "head_patch": bench_head_patch,
     "ablate_rank": bench_ablate_rank,
     "decode_branch": bench_decode,
+    "demos": bench_demos,
     "bridge_overhead": bench_bridge_overhead,
 }
 

@@ -11,12 +11,12 @@ from tslens.analyses.demo_attention import attention_to_demonstrations, head_sum
 from tslens.analyses.demonstrations import (
     DemoEffects,
     build_demo_prompts,
+    deletion_logprobs,
     demonstration_effects,
     demonstration_effects_naive,
 )
 from tslens.cli import main
 from tslens.models import load_model
-from tslens.packing import forward_packed, pack_deletions, read_packed
 from tslens.tasks import resolve_tasks
 
 
@@ -44,13 +44,12 @@ def test_deletions_respect_a_sliding_window(tmp_path):
     assert torch.allclose(_stacked(effects).log(), naive.log(), atol=2e-4)
 
 
-def test_pack_deletions_handles_empty_and_trailing_deletions(shipped):
+def test_deletion_rows_handle_deletions_at_the_start_and_the_end(shipped):
     prompts = [[1, 5, 6, 7, 8, 9, 10], [1, 11, 12, 13]]
-    deletions = [[[], [6], [2, 4]], [[1, 2], [], [3]]]
+    deletions = [[[0, 1], [6], [2, 4]], [[1, 2], [0], [3]]]
     answers = [[[14], [15, 16]], [[17, 18], [19]]]
-    packed = pack_deletions(prompts, deletions, answers, 0)
+    got = deletion_logprobs(shipped, prompts, deletions, answers)
     with torch.inference_mode():
-        sums = read_packed(forward_packed(shipped, packed), packed.reads, 2, 8, greedy=False)[0]
         for b in range(2):
             variants = [prompts[b]] + [
                 [t for i, t in enumerate(prompts[b]) if i not in d] for d in deletions[b]
@@ -59,8 +58,7 @@ def test_pack_deletions_handles_empty_and_trailing_deletions(shipped):
                 for k, a in enumerate(answers[b]):
                     logits = shipped(torch.tensor([seq + a]))[0, len(seq) - 1 : -1]
                     lp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(a)[:, None]).sum()
-                    assert abs(float(lp) - float(sums[b, v * 2 + k])) < 1e-4
-    assert len(packed.keep) < packed.ids.shape[1]  # logits only where they are read
+                    assert abs(float(lp) - float(got[b, v, k])) < 1e-4
 
 
 @pytest.mark.parametrize("template", ["spaced", "qa"])

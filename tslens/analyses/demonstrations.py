@@ -2,10 +2,11 @@
 
 For every mixture prompt and every task's answer, the answer's probability is measured on the
 intact prompt, with each demonstration deleted, and with every demonstration of one task
-deleted. All those prompts are scored in one packed forward per batch of prompts
-(:func:`tslens.packing.pack_deletions`): a deletion shares the prompt's tokens before it, so
-only the tokens after it are recomputed. :func:`demonstration_effects_naive` is the plain
-reference (one forward per deleted prompt and answer); the two agree to float32 precision.
+deleted. Each prompt runs once and keeps its KV cache; every deleted prompt is then one row of
+a batched continuation of that cache that sees the prompt's keys before the deletion and
+recomputes only what follows it (:func:`deletion_logprobs`), at the positions it has without
+the deleted tokens. :func:`demonstration_effects_naive` is the plain reference (one forward
+per deleted prompt and answer); the two agree to float32 precision.
 
 A demonstration is its line plus the separator after it, in tokens: token ``t`` belongs to
 demonstration ``j`` when its first character lies in that span of the text (BOS and the query
@@ -16,6 +17,7 @@ Distances count demonstrations back from the query: distance 1 is the last demon
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,12 +27,15 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tslens.architecture import attention_masks
 from tslens.batching import default_batch_size, shrink_on_oom
-from tslens.packing import forward_packed, pack_deletions, read_packed
+from tslens.packing import pack_answers, read_packed
 from tslens.prompts import MixturePrompt, Template, build_mixture_prompts, get_template
 from tslens.resume import cached
 from tslens.scoring import (
     answer_token_ids,
+    forward_prefix,
+    left_pad,
     pad_token_id,
     prompt_token_ids,
 )
@@ -216,25 +221,20 @@ def demonstration_effects(
     deletions = [_deletions(p, s, k) for p, s in zip(prompts, spans, strict=True)]
     n_variants = 1 + n_examples + k
     out = torch.zeros(len(prompts), n_variants, k, dtype=torch.float64)
-    # a row holds the prompt about n_examples / 2 times over (each deletion's suffix)
-    width = max(len(p) for p in prompt_ids) * (2 + n_examples // 2)
-    batch_size = batch_size or default_batch_size(model, width)
+    # prompts per call; their deleted versions are then grouped into forwards by length
+    batch_size = batch_size or default_batch_size(model, max(len(p) for p in prompt_ids))
     bar = tqdm(total=len(prompts), desc="deleting demonstrations", unit="prompt",
                disable=not progress, leave=False)  # fmt: skip
-    pad = pad_token_id(model)
 
     def score(rows: list[int]) -> None:
         parts = [[prompt_ids[i] for i in rows], [deletions[i] for i in rows]]
         a_ids = [answer_ids[i] for i in rows]
 
         def compute() -> dict[str, Tensor]:
-            packed = pack_deletions(*parts, a_ids, pad)
-            logits = forward_packed(model, packed)
-            sums = read_packed(logits, packed.reads, len(rows), n_variants * k, greedy=False)[0]
-            return {"logprobs": sums.cpu()}
+            return {"logprobs": deletion_logprobs(model, *parts, a_ids)}
 
         got = cached("demos", model, [*parts, a_ids], compute)["logprobs"]
-        out[rows] = got.reshape(len(rows), n_variants, k).exp()
+        out[rows] = got.exp()
         bar.update(len(rows))
 
     shrink_on_oom(score, range(len(prompts)), batch_size)
@@ -247,6 +247,84 @@ def demonstration_effects(
         without_demo=out[:, 1 : 1 + n_examples],
         without_task=out[:, 1 + n_examples :],
     )
+
+
+@torch.inference_mode()
+def deletion_logprobs(
+    model,
+    prompt_ids: Sequence[list[int]],
+    deletions: Sequence[Sequence[Sequence[int]]],
+    answer_ids: Sequence[Sequence[list[int]]],
+) -> Float[Tensor, "prompt variant k"]:
+    """log P of every answer after each prompt (variant 0) and after each of its deleted
+    versions (variant ``v``: ``deletions[p][v - 1]``, sorted token indices to delete).
+
+    The prompts run once (:func:`tslens.scoring.forward_prefix`). A deleted version that
+    starts deleting at token ``c`` is the prompt's tokens ``< c - 1`` (read from the cache)
+    followed by a row that recomputes token ``c - 1`` and every kept token after the deletion
+    at their new positions, then its answers packed behind it
+    (:func:`tslens.packing.pack_answers`). Each row's cost is its own suffix, not the prompt.
+    """
+    n_variants = 1 + max(len(d) for d in deletions)
+    k = max(len(a) for a in answer_ids)
+    pad = pad_token_id(model)
+    prefix = left_pad(prompt_ids, pad, model.cfg.device)
+    _, cache = forward_prefix(model, prefix)
+    width = prefix.ids.shape[1]
+    owners, starts, suffixes, row_answers = [], [], [], []
+    for p, (p_ids, rows) in enumerate(zip(prompt_ids, deletions, strict=True)):
+        for deleted in [[], *rows]:
+            cut = deleted[0] if deleted else len(p_ids)
+            start = max(cut - 1, 0)  # recompute one kept token, so the row never starts empty
+            gone = set(deleted)
+            owners.append(p)
+            starts.append(start)
+            suffixes.append([t for i, t in enumerate(p_ids) if i >= start and i not in gone])
+            row_answers.append(answer_ids[p])
+    out = torch.empty(len(owners), k, dtype=torch.float64)
+    # rows of similar length share a forward (padding costs as much as tokens); each forward
+    # holds about as many tokens as a default batch of whole prompts
+    budget = default_batch_size(model, width) * width
+    order = sorted(range(len(owners)), key=lambda r: len(suffixes[r]))
+    chunk: list[int] = []
+    for r in [*order, None]:
+        longest = len(suffixes[r]) + sum(len(a) for a in row_answers[r]) if r is not None else 0
+        if chunk and (r is None or (len(chunk) + 1) * longest > budget):
+            out[chunk] = _continue_rows(
+                model, cache, prefix, [owners[i] for i in chunk], [starts[i] for i in chunk],
+                [suffixes[i] for i in chunk], [row_answers[i] for i in chunk], k,
+            )  # fmt: skip
+            chunk = []
+        if r is not None:
+            chunk.append(r)
+    return out.view(len(prompt_ids), n_variants, k)
+
+
+def _continue_rows(model, cache, prefix, owners, starts, suffixes, answers, k) -> Tensor:
+    """log P of the answers of rows that continue the cached prompts ``owners`` from token
+    ``starts`` with ``suffixes`` (see :func:`deletion_logprobs`): ``[row, k]`` on the CPU."""
+    width = prefix.ids.shape[1]
+    packed = pack_answers(suffixes, answers, pad_token_id(model))
+    rows, start = torch.tensor(owners), torch.tensor(starts)
+    new_positions = packed.positions + start[:, None]
+    # the cache columns each row sees: its prompt's real tokens before the row's start
+    index = torch.arange(width) - (width - prefix.lengths.cpu()[rows])[:, None]  # [row, col]
+    see = (index >= 0) & (index < start[:, None])
+    see_cache = torch.zeros(len(rows), 1, packed.ids.shape[1], width)
+    see_cache.masked_fill_(~see[:, None, None, :], torch.finfo().min)
+    device = model.cfg.device
+    mask = torch.cat([see_cache, packed.mask], dim=-1).to(device)
+    keys = torch.cat([prefix.positions.cpu()[rows], new_positions], dim=-1)
+    row_cache = copy.deepcopy(cache)  # a continuation appends to the cache it is given
+    row_cache.batch_select_indices(rows.to(device))
+    logits = model(
+        packed.ids.to(device),
+        attention_mask=attention_masks(model, mask, new_positions, keys),
+        position_ids=new_positions.to(device),
+        past_key_values=row_cache,
+        logits_to_keep=packed.keep,
+    )
+    return read_packed(logits, packed.reads, len(rows), k, greedy=False)[0].cpu()
 
 
 @torch.inference_mode()
