@@ -67,6 +67,12 @@ def test_corruptions_noise_demonstrations_never_the_query_and_mix_only_trained_t
 
     noisy = lines(Corruption(label_noise=0.5))
     assert (noisy[:, -1] == 2).all()  # the query is always its own task
+    gen = torch.Generator().manual_seed(1)
+    ids, labels = synthetic_batch(tok, "plus", [2], 400, 12, gen, False, Corruption(0.5))
+    answers = labels[:, 3::4]  # each line "x>y" then a newline; BOS first: y at 3, 7, ...
+    labeled = answers != -100
+    assert (noisy[labeled] == 2).all()  # noise is never a label ...
+    assert abs((~labeled[:, :-1]).float().mean().item() - 0.5) < 0.03  # ... and only noise
     off = (noisy[:, :-1] != 2).float().mean().item()
     assert abs(off - 0.5 * 0.9) < 0.03  # a random task is task 2 itself a tenth of the time
     tail = lines(Corruption(tail_noise=1.0))

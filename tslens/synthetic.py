@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Int
 from torch import Tensor
 
 IGNORE = -100
@@ -62,6 +62,8 @@ class Corruption:
 
     - ``label_noise``: each demonstration's answer is, with this probability, the answer of a
       uniformly random task of the kind (any b / i, not only trained ones); the query is clean.
+      A noised answer is context only, never a label: the model is not taught to output
+      noise (which, measured, puts ~35% of its mass on other answers).
     - ``tail_noise``: with this probability a sequence's last k demonstrations (k uniform in
       1..n_demos // 4) are noised that way, so that the most recent lines are no shortcut.
     - ``mix_tasks``: the control for single-task training; each sequence mixes its task with a
@@ -81,8 +83,9 @@ def _line_params(
     n_lines: int,
     corruption: Corruption,
     generator: torch.Generator,
-) -> Int[Tensor, "seq line"]:
-    """The task parameter of every line of every sequence (the last line is the query)."""
+) -> tuple[Int[Tensor, "seq line"], Bool[Tensor, "seq line"]]:
+    """The task parameter of every line of every sequence (the last line is the query), and
+    which lines were noised."""
     table = torch.tensor(list(params))
     drawn = table[torch.randint(len(params), (n_sequences, 1), generator=generator)]
     line_params = drawn.expand(n_sequences, n_lines).clone()
@@ -99,7 +102,7 @@ def _line_params(
     noised |= in_tail & tail_on
     noised[:, -1] = False  # the query is always answered by its own task
     random_params = torch.randint(N_PARAMS[kind], (n_sequences, n_lines), generator=generator)
-    return torch.where(noised, random_params, line_params)
+    return torch.where(noised, random_params, line_params), noised
 
 
 def synthetic_batch(
@@ -121,17 +124,18 @@ def synthetic_batch(
         choice = torch.tensor(list(params))[
             torch.randint(len(params), (n_sequences, 1), generator=generator)
         ]
+    noised = torch.zeros(n_sequences, n_lines, dtype=torch.bool)
     if kind == "plus":
         x = torch.randint(10, (n_sequences, n_lines), generator=generator)
         if corruption != Corruption():
-            choice = _line_params(params, kind, n_sequences, n_lines, corruption, generator)
+            choice, noised = _line_params(params, kind, n_sequences, n_lines, corruption, generator)
         x_ids = _char_ids(tokenizer, string.digits)[x][..., None]  # [seq, line, 1]
         y_ids = _char_ids(tokenizer, string.digits)[(x + choice) % 10][..., None]
     else:  # ret and pair draw the same letters, so ret's batches are as they always were
         noise = torch.rand(n_sequences, n_lines, 26, generator=generator)
         letters = noise.argsort(-1)[..., :8]  # 8 distinct letters per line
         if corruption != Corruption():
-            choice = _line_params(params, kind, n_sequences, n_lines, corruption, generator)
+            choice, noised = _line_params(params, kind, n_sequences, n_lines, corruption, generator)
         letter_ids = _char_ids(tokenizer, string.ascii_lowercase)
         x_ids = letter_ids[letters]  # [seq, line, 8]
         offsets = torch.arange(ANSWER_LENGTH[kind])
@@ -147,6 +151,7 @@ def synthetic_batch(
     labels[..., -1 - answer_length : -1] = y_ids
     if separator_loss:
         labels[..., -1] = newline
+    labels[noised] = IGNORE  # noise is context, never a target
     bos = torch.full((n_sequences, 1), tokenizer.bos_token_id)
     flat = lines.flatten(1)[:, :-1]  # the query line has no trailing newline
     flat_labels = labels.flatten(1)[:, :-1]
