@@ -23,12 +23,15 @@ def distance_figure(result: dict[str, Any]) -> go.Figure:
     fig = make_subplots(rows=1, cols=len(tasks), subplot_titles=[f"answer of {t}" for t in tasks])
     x = by_distance["distance"]
     for k, entry in enumerate(by_distance["tasks"]):
-        for key, name, dash in [("same", f"delete a {tasks[k]} demo", "solid"),
-                                ("other", "delete another task's demo", "dot"),
-                                ("uniform", "even average over its demos", "dash")]:  # fmt: skip
+        for key, name, dash, color in [
+            ("same", "delete one of the task's own demos", "solid", "#1f77b4"),
+            ("other", "delete another task's demo", "dot", "#d62728"),
+            ("uniform", "even average over its demos", "dash", "#7f7f7f"),
+        ]:
             fig.add_trace(
                 go.Scatter(x=x, y=entry[key], name=name, mode="lines+markers",
-                           line={"dash": dash}, legendgroup=key, showlegend=k == 0),
+                           line={"dash": dash, "color": color}, legendgroup=key,
+                           showlegend=k == 0),
                 row=1, col=k + 1,
             )  # fmt: skip
     fig.update_xaxes(title_text="distance from the query (1 = last demonstration)")
