@@ -96,6 +96,8 @@ def test_summaries_on_known_numbers():
     assert a["uniform"][0] == pytest.approx(0.4 / 2)
     assert a["nearest"] == [0.5, None, None]
     assert effects.last_demo_gap() == [None, None]  # one prompt: one side is empty
+    # A: single effects 0.1 + 0.3 against 0.4 for the group; B: 0.2 against 0.25
+    assert effects.additivity() == [pytest.approx(1.0), pytest.approx(0.2 / 0.25)]
 
 
 def test_attention_masses_are_the_pattern_summed_over_each_demonstration(shipped):

@@ -172,6 +172,16 @@ class DemoEffects:
             out.append(None if total == 0 else float((effects[..., k] * nearest).sum() / total))
         return out
 
+    def additivity(self) -> list[float | None]:
+        """Per task k: the summed effects on answer k of deleting task k's demonstrations one
+        at a time, over the effect of deleting them all at once (means over prompts). About 1:
+        the demonstrations add up; well below 1: they are redundant, any one can go because
+        the others still carry the task."""
+        own = self.demo_tasks[..., None] == torch.arange(len(self.tasks))  # [prompt, demo, k]
+        singles = (self.effects() * own).sum(1).mean(0)  # [k]
+        group = (self.base - self.without_task.diagonal(dim1=1, dim2=2)).mean(0)
+        return [None if g == 0 else float(a / g) for a, g in zip(singles, group, strict=True)]
+
     def per_prompt(self) -> list[dict[str, Any]]:
         """Per prompt: the query, answers, intact probabilities and each demonstration's
         task, position, distance and effect on each answer."""
@@ -361,9 +371,9 @@ def _naive_answer_probs(model, ids: list[int], answers: list[list[int]]) -> Tens
 def demos_json(effects: DemoEffects, heads: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``demos.json`` content: ``tasks``, ``per_prompt``, ``by_task`` (``[i][k]``: mean
     change in P(answer k) when task i's demonstrations are deleted), ``by_distance``,
-    ``last_demo_gap``, ``nearest_share`` (see :class:`DemoEffects`), ``p`` (mean P per task
-    on the intact prompts) and ``heads`` (:func:`tslens.analyses.demo_attention.head_summary`,
-    if given)."""
+    ``last_demo_gap``, ``nearest_share``, ``additivity`` (see :class:`DemoEffects`), ``p``
+    (mean P per task on the intact prompts) and ``heads``
+    (:func:`tslens.analyses.demo_attention.head_summary`, if given)."""
     counts = (effects.demo_tasks[..., None] == torch.arange(len(effects.tasks))).sum(1)
     return {
         "tasks": effects.tasks,
@@ -375,6 +385,7 @@ def demos_json(effects: DemoEffects, heads: dict[str, Any] | None = None) -> dic
         "by_distance": effects.by_distance(),
         "last_demo_gap": effects.last_demo_gap(),
         "nearest_share": effects.nearest_share(),
+        "additivity": effects.additivity(),
         "heads": heads,
         "per_prompt": effects.per_prompt(),
     }

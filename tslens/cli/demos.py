@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "demos",
         help="attribute each answer to the demonstrations (deletion) and heads (attention)",
         description="Writes DIR/demos.json (tasks, per_prompt, by_task, by_distance, "
-        "last_demo_gap, nearest_share, heads) and DIR/demos.html.",
+        "last_demo_gap, nearest_share, additivity, heads) and DIR/demos.html.",
     )
     parser.add_argument(
         "--tasks", default=None, help=TASKS_HELP.format("two or more tasks of one family: A,B")
@@ -63,12 +63,14 @@ def run(args: argparse.Namespace) -> int:
     write_demos_html(result, args.out / "demos.html")
     for k, task in enumerate(result["tasks"]):
         share, count = result["nearest_share"][k], result["mean_count"][k]
+        additive = result["additivity"][k]
         removed = ", ".join(
             f"{result['by_task'][i][k]:+.3f} without {other}"
             for i, other in enumerate(result["tasks"])
         )
         print(f"{task}: P {result['p'][k]:.3f}; nearest share "
               f"{'n/a' if share is None else f'{share:.2f}'} (even average {1 / count:.2f}); "
+              f"additivity {'n/a' if additive is None else f'{additive:.2f}'}; "
               f"{removed}")  # fmt: skip
     if heads:
         first = ", ".join(

@@ -90,7 +90,8 @@ def write_demos_html(result: dict[str, Any], path: str | os.PathLike[str]) -> Pa
     tasks = result["tasks"]
     rows = [
         [t, result["p"][k], result["mean_count"][k], result["nearest_share"][k] or 0.0,
-         1 / max(result["mean_count"][k], 1), result["last_demo_gap"][k] or 0.0]
+         1 / max(result["mean_count"][k], 1), result["additivity"][k] or 0.0,
+         result["last_demo_gap"][k] or 0.0]
         for k, t in enumerate(tasks)
     ]  # fmt: skip
     intro = (
