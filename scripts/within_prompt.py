@@ -92,7 +92,11 @@ def main() -> None:
     parser.add_argument("names", nargs="*", help="recipe names (default: all)")
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args()
-    every = sorted(p.stem for p in RECIPES.glob("*.toml"))
+    # curriculum recipes (init_from) start from another run's weights, so they come last
+    every = sorted(
+        (p.stem for p in RECIPES.glob("*.toml")),
+        key=lambda name: ("init_from" in (RECIPES / f"{name}.toml").read_text(), name),
+    )
     names = args.names or every
     if not args.table_only:
         for name in names:

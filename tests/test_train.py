@@ -181,3 +181,14 @@ def test_gpt2_architecture_trains_and_loads(tmp_path):
     out = train(recipe, tmp_path / "g", progress=False)
     model = load_model(str(out), device="cpu")
     assert model.cfg.n_layers == 1 and "GPT2" in type(model.original_model).__name__
+
+
+def test_init_from_starts_at_a_finished_runs_weights(tmp_path):
+    first = train(Recipe(**TINY), tmp_path / "a", progress=False)
+    frozen = Recipe(**{**TINY, "lr": 0.0, "init_from": str(first), "label_noise": 0.3})
+    second = train(frozen, tmp_path / "b", progress=False)
+    a, b = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
+    assert all(torch.equal(a[name], b[name]) for name in a)  # lr 0: nothing moved
+    fresh = train(Recipe(**{**TINY, "lr": 0.0}), tmp_path / "c", progress=False)
+    assert not torch.equal(load_file(fresh / "model.safetensors")["lm_head.weight"],
+                           a["lm_head.weight"])  # fmt: skip

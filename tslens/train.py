@@ -57,6 +57,9 @@ class Recipe:
     label_noise: float = 0.0
     tail_noise: float = 0.0
     mix_tasks: bool = False
+    # Start from a finished run's weights (a directory of tslens train) instead of random
+    # ones: a curriculum, clean single-task training first (the optimizer starts afresh).
+    init_from: str = ""
     # The final evaluation (tslens.analyses.evaluation): mixture-curve pairs, prompts per point.
     eval_pairs: list[list[str]] = field(
         default_factory=lambda: [["plus2", "plus5"], ["ret2", "ret6"]]
@@ -200,6 +203,10 @@ def train(recipe: Recipe, out: str | Path, device: str = "cpu", progress: bool =
         recipe.architecture,
         recipe.positions,
     )
+    if recipe.init_from:
+        with reading(Path(recipe.init_from) / "model.safetensors", "initial weights",
+                     "init_from names a finished tslens train directory"):  # fmt: skip
+            model.load_state_dict(load_file(Path(recipe.init_from) / "model.safetensors"))
     model.to(device).train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=recipe.lr, betas=(0.9, 0.98), weight_decay=recipe.weight_decay
