@@ -77,7 +77,8 @@ def real_sections(table: Callable, figure: Callable) -> str:
                             template=TEMPLATE)  # fmt: skip
         result = sweep.to_json()
         probs = torch.tensor(result["probs"])  # [layer, point, task]
-        best = int(probs[:, [0, -1]].diagonal(dim1=1, dim2=2).sum(-1).argmax())
+        # λ = 0 is first_letter_upper's pure vector, λ = 1 first_letter's: each on its answer
+        best = int((probs[:, 0, 1] + probs[:, -1, 0]).argmax())
         rows = [[f"λ = {lam:.1f}", *probs[best, j].tolist(), result["other"][best][j]]
                 for j, lam in enumerate(torch.linspace(0, 1, 11).tolist())]  # fmt: skip
         out.append(f"{name}: best layer {result['layers'][best]} (pure vectors' summed lift); "
