@@ -77,6 +77,8 @@ CASES = [
     ("size", ["patch", *TASKS, "--n-examples", "5000"], CONTEXT),
     ("size", ["heads", *TASKS, "--n-examples", "5000"], CONTEXT),
     ("size", ["ablate", *TASKS, "--n-examples", "5000"], CONTEXT),
+    ("size", ["demos", *TASKS, "--n-examples", "5000"], CONTEXT),
+    ("size", ["demos", *TASKS, "--heads", "0.7"], "heads 0..3"),
     ("size", ["scale", "--models", "tslens-char-1l2h-d32,tslens-char-3l4h", *TASKS,
               "--n-examples", "5000"], CONTEXT),
     ("size", ["decode", *TASKS, "--n-examples", "5000"], CONTEXT),
@@ -171,5 +173,5 @@ def test_the_table_covers_every_family_and_every_long_command():
     families = {family for family, _, _ in CASES}
     assert families == {"size", "device", "model", "file"} and len(CASES) >= 40
     commands = {argv[0] for _, argv, _ in CASES}
-    assert {"probs", "patch", "heads", "ablate", "scale", "decode", "evaluate", "train",
-            "compare"} <= commands  # fmt: skip
+    assert {"probs", "patch", "heads", "ablate", "demos", "scale", "decode", "evaluate",
+            "train", "compare"} <= commands  # fmt: skip
