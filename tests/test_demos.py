@@ -123,7 +123,11 @@ def test_demos_cli_writes_json_and_dashboard(tmp_path, capsys):
     assert {"tasks", "per_prompt", "by_task", "by_distance", "heads"} <= set(result)
     assert len(result["per_prompt"]) == 4 and len(result["per_prompt"][0]["demos"]) == 6
     assert result["heads"]["heads"][0]["layer"] == 2
-    assert "plotly" in (out / "demos.html").read_text()[:200000]
+    page = (out / "demos.html").read_text()
+    assert "plotly" in page[:200000] and "<th>additivity</th>" in page
+    header = page[page.index("<table>") : page.index("</tr>")]  # every row fits the header
+    first_row = page[page.index("</tr>") : page.index("</tr>", page.index("</tr>") + 5)]
+    assert header.count("<th>") == first_row.count("<td>")
     assert "nearest share" in capsys.readouterr().out
     assert main([*argv, "--heads", "9.1", "--out", str(tmp_path / "bad")]) == 2
     assert "out of range" in capsys.readouterr().err

@@ -99,9 +99,19 @@ def write_demos_html(result: dict[str, Any], path: str | os.PathLike[str]) -> Pa
         f"{result['n_prompts']} prompts of {result['n_examples']} demonstrations at equal "
         "weights. Nearest share: of the summed effects of a task's single demonstrations on "
         "its answer, the share its nearest demonstration carries (an even average gives 1 / "
-        "count, reading only the nearest gives 1).</p>"
+        "count, reading only the nearest gives 1). Additivity: the summed effects of deleting "
+        "a task's demonstrations one at a time over the effect of deleting them all (1: they "
+        "add up; near 0: they are redundant).</p>"
         + table_html(
-            ["task", "P", "demos per prompt", "nearest share", "even average", "last-demo gap"],
+            [
+                "task",
+                "P",
+                "demos per prompt",
+                "nearest share",
+                "even average",
+                "additivity",
+                "last-demo gap",
+            ],
             rows,
         )  # fmt: skip
     )
