@@ -5,8 +5,8 @@ import json
 
 import pytest
 import torch
+from tiny_gemma import write_tiny_gemma
 
-from tests.tiny_gemma import write_tiny_gemma
 from tslens.analyses.demo_attention import attention_to_demonstrations, head_summary
 from tslens.analyses.demonstrations import (
     DemoEffects,
