@@ -44,6 +44,16 @@ ARCHITECTURES = ("llama", "gpt2")
 POSITIONS = ("rotary", "none")
 
 
+def check_architecture(architecture: str, positions: str = "rotary") -> None:
+    """Raise ``ValueError`` (one line) unless :func:`build_char_model` can build this."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; use {' or '.join(ARCHITECTURES)}")
+    if positions not in POSITIONS or (positions == "none" and architecture != "llama"):
+        raise ValueError(
+            f"positions {positions!r}: use rotary, or none with the llama architecture"
+        )
+
+
 def build_char_model(
     out_dir: str | os.PathLike[str] | None = None,
     n_layers: int = 3,
@@ -67,10 +77,7 @@ def build_char_model(
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; use {' or '.join(ARCHITECTURES)}")
-    if positions not in POSITIONS or (positions == "none" and architecture != "llama"):
-        raise ValueError(f"positions {positions!r}: use rotary, or none with llama")
+    check_architecture(architecture, positions)
     tokenizer = char_tokenizer()
     special = dict(
         vocab_size=len(tokenizer),

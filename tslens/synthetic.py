@@ -120,21 +120,22 @@ def synthetic_batch(
     with ``separator_loss`` the newline after each demonstration's answer is a label too;
     ``corruption`` noises or mixes the lines' tasks (:class:`Corruption`)."""
     n_lines = n_demos + 1  # the demonstrations, then the query with its answer
-    if corruption == Corruption():  # the original draws, so clean batches stay as they were
+    clean = corruption == Corruption()
+    if clean:  # the original draws, so clean batches stay as they were
         choice = torch.tensor(list(params))[
             torch.randint(len(params), (n_sequences, 1), generator=generator)
         ]
     noised = torch.zeros(n_sequences, n_lines, dtype=torch.bool)
     if kind == "plus":
         x = torch.randint(10, (n_sequences, n_lines), generator=generator)
-        if corruption != Corruption():
+        if not clean:
             choice, noised = _line_params(params, kind, n_sequences, n_lines, corruption, generator)
         x_ids = _char_ids(tokenizer, string.digits)[x][..., None]  # [seq, line, 1]
         y_ids = _char_ids(tokenizer, string.digits)[(x + choice) % 10][..., None]
     else:  # ret and pair draw the same letters, so ret's batches are as they always were
         noise = torch.rand(n_sequences, n_lines, 26, generator=generator)
         letters = noise.argsort(-1)[..., :8]  # 8 distinct letters per line
-        if corruption != Corruption():
+        if not clean:
             choice, noised = _line_params(params, kind, n_sequences, n_lines, corruption, generator)
         letter_ids = _char_ids(tokenizer, string.ascii_lowercase)
         x_ids = letter_ids[letters]  # [seq, line, 8]

@@ -205,8 +205,8 @@ def train(recipe: Recipe, out: str | Path, device: str = "cpu", progress: bool =
     )
     if recipe.init_from:
         with reading(Path(recipe.init_from) / "model.safetensors", "initial weights",
-                     "init_from names a finished tslens train directory"):  # fmt: skip
-            model.load_state_dict(load_file(Path(recipe.init_from) / "model.safetensors"))
+                     "init_from names a finished tslens train directory") as file:  # fmt: skip
+            model.load_state_dict(load_file(file))
     model.to(device).train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=recipe.lr, betas=(0.9, 0.98), weight_decay=recipe.weight_decay

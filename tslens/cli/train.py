@@ -7,7 +7,7 @@ import shlex
 from dataclasses import fields, replace
 from pathlib import Path
 
-from tslens.charlm import ARCHITECTURES, POSITIONS
+from tslens.charlm import check_architecture
 from tslens.errors import TslensError
 from tslens.report.trained import evaluate_trained
 from tslens.tasks import resolve_tasks
@@ -56,16 +56,10 @@ def run(args: argparse.Namespace) -> int:
         recipe.task_groups()
     except ValueError as err:
         raise TslensError(str(err)) from err
-    if recipe.architecture not in ARCHITECTURES:
-        raise TslensError(
-            f"unknown architecture {recipe.architecture!r}; use {' or '.join(ARCHITECTURES)}"
-        )
-    if recipe.positions not in POSITIONS or (
-        recipe.positions == "none" and recipe.architecture != "llama"
-    ):
-        raise TslensError(
-            f"positions {recipe.positions!r}: use rotary, or none with the llama architecture"
-        )
+    try:
+        check_architecture(recipe.architecture, recipe.positions)
+    except ValueError as err:
+        raise TslensError(str(err)) from err
     if not (0 <= recipe.label_noise <= 1 and 0 <= recipe.tail_noise <= 1):
         raise TslensError("label_noise and tail_noise are probabilities in [0, 1]")
     if recipe.d_model % recipe.n_heads:
