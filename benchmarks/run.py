@@ -346,6 +346,7 @@ def bench_demos(quick: bool) -> dict:
     packed batched scorer (no sharing between a prompt's deletions)."""
     from tslens.analyses.demonstrations import (
         _deletions,
+        delete_tokens,
         demonstration_effects,
         demonstration_effects_naive,
     )
@@ -356,6 +357,7 @@ def bench_demos(quick: bool) -> dict:
 
     model = load_model(MODEL, device="cpu")
     tasks = resolve_tasks("capital,continent")
+    k = len(tasks)
     n_prompts = 2 if quick else 4
     demonstration_effects(model, tasks, 1, 20)  # warm-up
     t_fast, fast = timed(lambda: demonstration_effects(model, tasks, n_prompts, 20))
@@ -369,15 +371,15 @@ def bench_demos(quick: bool) -> dict:
         for prompt, p_ids, spans, a_ids in zip(fast.prompts, ids, fast.spans, answers,
                                                strict=True):  # fmt: skip
             for deleted in [[], *_deletions(prompt, spans, len(tasks))]:
-                rows.append([t for i, t in enumerate(p_ids) if i not in set(deleted)])
+                rows.append(delete_tokens(p_ids, deleted))
                 row_answers.append(a_ids)
         out = []
         for start in range(0, len(rows), 8):
             packed = pack_answers(rows[start : start + 8], row_answers[start : start + 8],
                                   pad_token_id(model))  # fmt: skip
             logits = forward_packed(model, packed)
-            out.append(read_packed(logits, packed.reads, len(packed.ids), 2, greedy=False)[0])
-        return torch.cat(out).exp().view(len(fast.prompts), -1, 2)
+            out.append(read_packed(logits, packed.reads, len(packed.ids), k, greedy=False)[0])
+        return torch.cat(out).exp().view(len(fast.prompts), -1, k)
 
     with torch.inference_mode():
         t_batched, plain = timed(batched)

@@ -290,8 +290,15 @@ def answer_logprobs_naive(
         for k, a_ids in enumerate(ans):
             if a_ids is None:
                 continue
-            ids = torch.tensor([p_ids + a_ids], device=model.cfg.device)
-            logits = model(ids)[0, len(p_ids) - 1 : -1].float()
-            lp = torch.log_softmax(logits, dim=-1).gather(-1, torch.tensor(a_ids)[:, None])
-            out[i, k] = lp.double().sum()
+            out[i, k] = plain_answer_logprob(model, p_ids, a_ids)
     return out
+
+
+@torch.inference_mode()
+def plain_answer_logprob(model, prompt_ids: list[int], answer_ids: list[int]) -> float:
+    """log P(answer | prompt) from one plain forward of the token ids ``prompt + answer``:
+    the reference every fast scorer is tested against."""
+    ids = torch.tensor([prompt_ids + answer_ids], device=model.cfg.device)
+    logits = model(ids)[0, len(prompt_ids) - 1 : -1].float()
+    reads = torch.tensor(answer_ids, device=logits.device)[:, None]
+    return float(torch.log_softmax(logits, dim=-1).gather(-1, reads).double().sum())

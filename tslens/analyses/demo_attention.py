@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tslens.analyses.demonstrations import nearest_demonstrations
 from tslens.batching import default_batch_size
 from tslens.hooks.capture import capturing
 from tslens.resume import cached
@@ -67,7 +68,7 @@ def attention_to_demonstrations(
 
 def head_summary(
     mass: Float[Tensor, "prompt layer head demo"],
-    demo_tasks: Float[Tensor, "prompt demo"],
+    demo_tasks: Int[Tensor, "prompt demo"],
     tasks: Sequence[str],
     top: Sequence[tuple[int, int]] = (),
 ) -> dict[str, Any]:
@@ -76,14 +77,12 @@ def head_summary(
     (``nearest_share``; 1 / (task i's count) if spread evenly), and the mean mass at each
     distance from the query (``by_distance[layer][head][d - 1]``). ``top`` heads are listed
     first in ``heads`` with their numbers, then the rest ranked by mass on demonstrations."""
-    n_demos = mass.shape[-1]
-    distance = torch.arange(n_demos, 0, -1)
     by_task, nearest_share = [], []
     for i in range(len(tasks)):
         own = (demo_tasks == i).float()[:, None, None]  # [prompt, 1, 1, demo]
         total = (mass * own).sum(-1)  # [prompt, layer, head]
-        is_nearest = distance == torch.where(demo_tasks == i, distance, n_demos + 1).amin(1, True)
-        nearest = (mass * (own * is_nearest.float()[:, None, None])).sum(-1)
+        _, is_nearest = nearest_demonstrations(demo_tasks, i)  # [prompt, demo]
+        nearest = (mass * is_nearest.float()[:, None, None]).sum(-1)
         by_task.append(total.mean(0))
         nearest_share.append(nearest.sum(0) / total.sum(0).clamp(min=1e-12))
     by_task_t = torch.stack(by_task, -1)  # [layer, head, task]

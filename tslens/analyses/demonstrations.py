@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -37,6 +37,7 @@ from tslens.scoring import (
     forward_prefix,
     left_pad,
     pad_token_id,
+    plain_answer_logprob,
     prompt_token_ids,
 )
 from tslens.tasks import Task
@@ -71,6 +72,22 @@ def demonstration_tokens(
                 spans[j].append(t + shift)
         out.append(spans)
     return out
+
+
+def demo_distances(n_demos: int) -> Int[Tensor, " demo"]:
+    """Each demonstration's distance from the query: 1 for the last one."""
+    return torch.arange(n_demos, 0, -1)
+
+
+def nearest_demonstrations(
+    demo_tasks: Int[Tensor, "prompt demo"], k: int
+) -> tuple[Int[Tensor, " prompt"], Bool[Tensor, "prompt demo"]]:
+    """For task ``k``: the distance from the query of each prompt's nearest task-k
+    demonstration (``n_demos + 1`` where there is none), and which demonstration that is."""
+    n_demos = demo_tasks.shape[1]
+    distance = demo_distances(n_demos)
+    nearest = torch.where(demo_tasks == k, distance, n_demos + 1).amin(1)
+    return nearest, (demo_tasks == k) & (distance == nearest[:, None])
 
 
 def _deletions(prompt: MixturePrompt, spans: list[list[int]], k: int) -> list[list[int]]:
@@ -112,6 +129,11 @@ class DemoEffects:
         """How much each demonstration supports each answer: P(intact) - P(without it)."""
         return self.base[:, None] - self.without_demo
 
+    def group_effects(self) -> Float[Tensor, "prompt k"]:
+        """How much task k's demonstrations together support answer k: P(intact) - P(without
+        any of them)."""
+        return self.base - self.without_task.diagonal(dim1=1, dim2=2)
+
     def by_task(self) -> Float[Tensor, "task k"]:
         """``[i, k]``: mean change in P(answer k) when every demonstration of task i is
         deleted (negative: task i's demonstrations were holding answer k up)."""
@@ -125,13 +147,13 @@ class DemoEffects:
         demonstration would have if the model averaged them evenly (the whole group's
         effect divided by the group's size); counts alongside."""
         n_demos = self.without_demo.shape[1]
-        distance = torch.arange(n_demos, 0, -1)  # [demo]
-        tasks, effects = self.demo_tasks, self.effects()
+        distance = demo_distances(n_demos)
+        tasks, effects, groups = self.demo_tasks, self.effects(), self.group_effects()
         out: dict[str, Any] = {"distance": list(range(1, n_demos + 1)), "tasks": []}
         for k in range(len(self.tasks)):
             own = tasks == k  # [prompt, demo]
-            nearest = torch.where(own, distance, n_demos + 1).amin(1)  # [prompt]
-            group = self.base[:, k] - self.without_task[:, k, k]  # [prompt]
+            nearest, _ = nearest_demonstrations(tasks, k)  # [prompt]
+            group = groups[:, k]  # [prompt]
             keys = ("nearest", "n_nearest", "same", "n_same", "other", "uniform")
             entry: dict[str, list] = {key: [] for key in keys}
             for d in range(1, n_demos + 1):
@@ -161,13 +183,10 @@ class DemoEffects:
         the share that its nearest one carries (1/n for a model that averages n
         demonstrations evenly, 1 for one that reads only the nearest)."""
         effects, tasks = self.effects(), self.demo_tasks
-        distance = torch.arange(effects.shape[1], 0, -1)
         out = []
         for k in range(len(self.tasks)):
             own = tasks == k
-            nearest = own & (
-                distance == torch.where(own, distance, 10**9).amin(1, keepdim=True)
-            )  # [prompt, demo]
+            _, nearest = nearest_demonstrations(tasks, k)  # [prompt, demo]
             total = (effects[..., k] * own).sum()
             out.append(None if total == 0 else float((effects[..., k] * nearest).sum() / total))
         return out
@@ -179,7 +198,7 @@ class DemoEffects:
         the others still carry the task."""
         own = self.demo_tasks[..., None] == torch.arange(len(self.tasks))  # [prompt, demo, k]
         singles = (self.effects() * own).sum(1).mean(0)  # [k]
-        group = (self.base - self.without_task.diagonal(dim1=1, dim2=2)).mean(0)
+        group = self.group_effects().mean(0)
         return [None if g == 0 else float(a / g) for a, g in zip(singles, group, strict=True)]
 
     def per_prompt(self) -> list[dict[str, Any]]:
@@ -286,10 +305,9 @@ def deletion_logprobs(
         for deleted in [[], *rows]:
             cut = deleted[0] if deleted else len(p_ids)
             start = max(cut - 1, 0)  # recompute one kept token, so the row never starts empty
-            gone = set(deleted)
             owners.append(p)
             starts.append(start)
-            suffixes.append([t for i, t in enumerate(p_ids) if i >= start and i not in gone])
+            suffixes.append(delete_tokens(p_ids, deleted, start))
             row_answers.append(answer_ids[p])
     out = torch.empty(len(owners), k, dtype=torch.float64)
     # rows of similar length share a forward (padding costs as much as tokens); each forward
@@ -337,11 +355,18 @@ def _continue_rows(model, cache, prefix, owners, starts, suffixes, answers, k) -
     return read_packed(logits, packed.reads, len(rows), k, greedy=False)[0].cpu()
 
 
+def delete_tokens(ids: Sequence[int], deleted: Sequence[int], start: int = 0) -> list[int]:
+    """``ids[start:]`` without the token indices ``deleted``."""
+    gone = set(deleted)
+    return [t for i, t in enumerate(ids) if i >= start and i not in gone]
+
+
 @torch.inference_mode()
 def demonstration_effects_naive(model, effects: DemoEffects) -> Float[Tensor, "prompt variant k"]:
     """Reference: every deleted prompt rebuilt from its token ids and scored with one plain
-    forward per answer, no packing, no sharing. Returns ``[prompt, 1 + demos + tasks, k]``
-    probabilities in the layout of :func:`demonstration_effects` (intact, per demo, per task).
+    forward per answer (:func:`tslens.scoring.plain_answer_logprob`), no packing, no sharing.
+    Returns ``[prompt, 1 + demos + tasks, k]`` probabilities in the layout of
+    :func:`demonstration_effects` (intact, per demo, per task).
     """
     prompt_ids = prompt_token_ids(model, [p.text for p in effects.prompts])
     k = len(effects.tasks)
@@ -349,23 +374,12 @@ def demonstration_effects_naive(model, effects: DemoEffects) -> Float[Tensor, "p
     for prompt, p_ids, spans in zip(effects.prompts, prompt_ids, effects.spans, strict=True):
         answer_ids = answer_token_ids(model, [prompt.text], [prompt.answers], [p_ids])[0]
         variants = [[], *_deletions(prompt, spans, k)]
-        probs = []
-        for deleted in variants:
-            kept = [t for i, t in enumerate(p_ids) if i not in set(deleted)]
-            probs.append(_naive_answer_probs(model, kept, answer_ids))
-        rows.append(torch.stack(probs))
+        logprobs = [
+            [plain_answer_logprob(model, delete_tokens(p_ids, deleted), a) for a in answer_ids]
+            for deleted in variants
+        ]
+        rows.append(torch.tensor(logprobs, dtype=torch.float64).exp())
     return torch.stack(rows)
-
-
-def _naive_answer_probs(model, ids: list[int], answers: list[list[int]]) -> Tensor:
-    out = []
-    for a_ids in answers:
-        logits = model(torch.tensor([ids + a_ids], device=model.cfg.device))[0].float()
-        lp = torch.log_softmax(logits[len(ids) - 1 : -1], -1).gather(
-            -1, torch.tensor(a_ids)[:, None]
-        )
-        out.append(lp.double().sum().exp().cpu())
-    return torch.stack(out)
 
 
 def demos_json(effects: DemoEffects, heads: dict[str, Any] | None = None) -> dict[str, Any]:
