@@ -22,15 +22,10 @@ from torch import Tensor, nn
 
 from tslens.analyses.patching import SegmentLayout
 from tslens.architecture import attention_masks
+from tslens.engine.continuation import left_pad
 from tslens.hooks.entry import staggered_entry
 from tslens.packing import pack_answers, read_packed
-from tslens.scoring import (
-    answer_token_ids,
-    default_batch_size,
-    left_pad,
-    pad_token_id,
-    prompt_token_ids,
-)
+from tslens.scoring import answer_token_ids, default_batch_size, pad_token_id, prompt_token_ids
 
 
 def plain_model(spec: str) -> nn.Module:

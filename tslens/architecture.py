@@ -5,8 +5,8 @@
   tslens builds its own block attention masks (answers packed behind prompts, variants in
   segments), and a 4-D mask handed to Hugging Face replaces the masks it would build per layer
   type; so :func:`attention_masks` returns one mask per layer type, the sliding one restricted
-  by *position* distance, and :func:`new_cache` gives a cache that keeps every position (HF's
-  default cache drops keys older than the window, which would not line up with our masks).
+  by *position* distance (:func:`tslens.engine.continuation.new_cache` keeps every position,
+  where HF's default cache drops keys older than the window).
 - **BOS**: whether a BOS token starts every prompt is ``model.cfg.default_prepend_bos``;
   :func:`tslens.models.load_model` sets it from the tokenizer's own convention for converted
   pretrained models (see :func:`tslens.gguf.tokenizer_adds_bos`).
@@ -41,16 +41,6 @@ def sliding_window(model) -> int | None:
     layer_types = getattr(config, "layer_types", None) or ()
     window = getattr(config, "sliding_window", None)
     return int(window) if window and SLIDING in layer_types else None
-
-
-def new_cache(model):
-    """An empty KV cache that keeps every position of every layer (``None``: the model's own
-    default is fine, as it is for models without sliding windows)."""
-    if sliding_window(model) is None:
-        return None
-    from transformers import DynamicCache
-
-    return DynamicCache()  # without a config every layer is a full (never truncated) layer
 
 
 def attention_masks(

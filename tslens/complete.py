@@ -16,14 +16,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tslens.batching import default_batch_size
+from tslens.engine.continuation import continue_prefix, left_pad, run_prefix
 from tslens.resume import cached
-from tslens.scoring import (
-    forward_continuation,
-    forward_prefix,
-    left_pad,
-    pad_token_id,
-    prompt_token_ids,
-)
+from tslens.scoring import pad_token_id, prompt_token_ids
 
 
 @lru_cache(maxsize=8)
@@ -98,7 +93,7 @@ def _search(
     device = model.cfg.device
     batch = left_pad(prompt_ids, pad_token_id(model), device)
     n = len(prompt_ids)
-    logprobs, cache = forward_prefix(model, batch)  # [n, vocab]: one beam per prompt so far
+    logprobs, cache = run_prefix(model, batch)  # [n, vocab]: one beam per prompt so far
     scores = torch.zeros(n, 1, device=device)
     seqs = torch.zeros(n, 1, 0, dtype=torch.long, device=device)
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
@@ -131,7 +126,7 @@ def _search(
         )
         scores = keep_score
         prompt_rows = torch.arange(n, device=device).repeat_interleave(width)
-        logprobs = forward_continuation(
+        logprobs = continue_prefix(
             model, cache, batch, prompt_rows, keep_tok.view(-1, 1), offset=step
         )[:, -1]
     return [_texts(model.tokenizer, f, width, stop) for f in finished]
@@ -240,7 +235,7 @@ def _decode(
     device = model.cfg.device
     batch = left_pad(prompt_ids, pad_token_id(model), device)
     n = len(prompt_ids)
-    logprobs, cache = forward_prefix(model, batch)  # [n, vocab]
+    logprobs, cache = run_prefix(model, batch)  # [n, vocab]
     rows = torch.arange(n, device=device).repeat_interleave(copies)
     if mode == "branch":
         scores, tokens = logprobs.masked_fill(is_stop, -torch.inf).topk(copies, -1)
@@ -270,7 +265,7 @@ def _decode(
                 for r in alive.nonzero()[:, 0].tolist():
                     results[r] = (None, scores[r].exp().item())
             break
-        logprobs = forward_continuation(model, cache, batch, rows, tokens[:, None], step)[:, -1]
+        logprobs = continue_prefix(model, cache, batch, rows, tokens[:, None], step)[:, -1]
         tokens = _pick(mode, logprobs)
         ends = alive & is_stop[tokens]
         finish(ends)

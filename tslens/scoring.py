@@ -15,14 +15,12 @@ of the prompt+answer tokens (the answer merges with the prompt's last token), sc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tslens.architecture import new_cache
 from tslens.batching import default_batch_size, shrink_on_oom
 from tslens.errors import TslensError
 from tslens.packing import forward_packed, pack_answers, read_packed
@@ -77,68 +75,6 @@ def answer_token_ids(
             row.append(ids[len(p_ids) :])
         out.append(row)
     return out
-
-
-@dataclass
-class PrefixBatch:
-    """Left-padded prompts: ``ids``/``mask``/``positions`` are [batch, pos]; ``lengths`` [batch]."""
-
-    ids: Int[Tensor, "batch pos"]
-    mask: Int[Tensor, "batch pos"]
-    positions: Int[Tensor, "batch pos"]
-    lengths: Int[Tensor, " batch"]
-
-
-def left_pad(seqs: Sequence[list[int]], pad_id: int, device: torch.device) -> PrefixBatch:
-    """Pad token sequences on the left so that every prompt ends at the last position."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        mask[row, width - len(seq) :] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # real tokens at 0..len-1 whatever the padding
-    lengths = mask.sum(-1)
-    return PrefixBatch(ids.to(device), mask.to(device), positions.to(device), lengths.to(device))
-
-
-def forward_prefix(model, batch: PrefixBatch) -> tuple[Float[Tensor, "batch vocab"], object]:
-    """Run the prompts once; return last-position log-probs (float32) and the KV cache."""
-    logits, cache = model(
-        batch.ids,
-        return_type="logits_and_cache",
-        attention_mask=batch.mask,
-        position_ids=batch.positions,
-        logits_to_keep=1,  # the prompt's other positions' logits are never needed
-        past_key_values=new_cache(model),
-    )
-    return torch.log_softmax(logits[:, -1].float(), dim=-1), cache
-
-
-def forward_continuation(
-    model,
-    cache,
-    batch: PrefixBatch,
-    rows: Int[Tensor, " row"],
-    tokens: Int[Tensor, "row new"],
-    offset: int = 0,
-) -> Float[Tensor, "row new vocab"]:
-    """Continue the cached prompts ``rows`` (repeats allowed) with ``tokens``; log-probs out.
-
-    ``cache`` must already be laid out row by row (``cache.batch_select_indices(rows)``) and
-    hold ``offset`` continuation tokens beyond the prompts.
-    """
-    new = tokens.shape[1]
-    mask = torch.cat(
-        [
-            batch.mask[rows],
-            torch.ones(len(rows), offset + new, dtype=torch.long, device=rows.device),
-        ],
-        dim=1,
-    )
-    positions = batch.lengths[rows, None] + offset + torch.arange(new, device=rows.device)
-    logits = model(tokens, attention_mask=mask, position_ids=positions, past_key_values=cache)
-    return torch.log_softmax(logits.float(), dim=-1)
 
 
 def pad_token_id(model) -> int:

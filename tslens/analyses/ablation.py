@@ -21,18 +21,14 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tslens.batching import default_batch_size
+from tslens.engine.continuation import left_pad
 from tslens.errors import TslensError
 from tslens.hooks.ablate import ablating
 from tslens.hooks.capture import capturing
 from tslens.hooks.names import hook_name
 from tslens.packing import forward_packed, pack_answers, read_packed
 from tslens.resume import cached
-from tslens.scoring import (
-    answer_token_ids,
-    left_pad,
-    pad_token_id,
-    prompt_token_ids,
-)
+from tslens.scoring import answer_token_ids, pad_token_id, prompt_token_ids
 
 KINDS = ("zero", "mean", "resample")
 SCOPES = ("final", "all")

@@ -19,9 +19,10 @@ from tqdm.auto import tqdm
 
 from tslens.analyses.demonstrations import nearest_demonstrations
 from tslens.batching import default_batch_size
+from tslens.engine.continuation import left_pad
 from tslens.hooks.capture import capturing
 from tslens.resume import cached
-from tslens.scoring import left_pad, pad_token_id, prompt_token_ids
+from tslens.scoring import pad_token_id, prompt_token_ids
 
 
 @torch.inference_mode()

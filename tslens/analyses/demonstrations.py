@@ -17,7 +17,6 @@ Distances count demonstrations back from the query: distance 1 is the last demon
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,17 +28,11 @@ from tqdm.auto import tqdm
 
 from tslens.architecture import attention_masks
 from tslens.batching import default_batch_size, shrink_on_oom
+from tslens.engine.continuation import cached_forward, fork, left_pad, run_prefix
 from tslens.packing import pack_answers, read_packed
 from tslens.prompts import MixturePrompt, Template, build_mixture_prompts, get_template
 from tslens.resume import cached
-from tslens.scoring import (
-    answer_token_ids,
-    forward_prefix,
-    left_pad,
-    pad_token_id,
-    plain_answer_logprob,
-    prompt_token_ids,
-)
+from tslens.scoring import answer_token_ids, pad_token_id, plain_answer_logprob, prompt_token_ids
 from tslens.tasks import Task
 
 
@@ -298,7 +291,7 @@ def deletion_logprobs(
     k = max(len(a) for a in answer_ids)
     pad = pad_token_id(model)
     prefix = left_pad(prompt_ids, pad, model.cfg.device)
-    _, cache = forward_prefix(model, prefix)
+    _, cache = run_prefix(model, prefix)
     width = prefix.ids.shape[1]
     owners, starts, suffixes, row_answers = [], [], [], []
     for p, (p_ids, rows) in enumerate(zip(prompt_ids, deletions, strict=True)):
@@ -343,13 +336,12 @@ def _continue_rows(model, cache, prefix, owners, starts, suffixes, answers, k) -
     device = model.cfg.device
     mask = torch.cat([see_cache, packed.mask], dim=-1).to(device)
     keys = torch.cat([prefix.positions.cpu()[rows], new_positions], dim=-1)
-    row_cache = copy.deepcopy(cache)  # a continuation appends to the cache it is given
-    row_cache.batch_select_indices(rows.to(device))
-    logits = model(
+    logits = cached_forward(
+        model,
         packed.ids.to(device),
-        attention_mask=attention_masks(model, mask, new_positions, keys),
-        position_ids=new_positions.to(device),
-        past_key_values=row_cache,
+        fork(cache, rows.to(device)),
+        attention_masks(model, mask, new_positions, keys),
+        new_positions.to(device),
         logits_to_keep=packed.keep,
     )
     return read_packed(logits, packed.reads, len(rows), k, greedy=False)[0].cpu()

@@ -30,16 +30,11 @@ from jaxtyping import Float
 from torch import Tensor
 
 from tslens.architecture import norm_eps, post_attention_norms, rms_gain
+from tslens.engine.continuation import left_pad
 from tslens.errors import TslensError
 from tslens.hooks.capture import capturing
 from tslens.resume import cached
-from tslens.scoring import (
-    answer_token_ids,
-    default_batch_size,
-    left_pad,
-    pad_token_id,
-    prompt_token_ids,
-)
+from tslens.scoring import answer_token_ids, default_batch_size, pad_token_id, prompt_token_ids
 
 LN_TYPES = ("LN", "LNPre")
 RMS_TYPES = ("RMS", "RMSPre")

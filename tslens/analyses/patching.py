@@ -12,7 +12,6 @@ prompt, variant and answer; the two agree to float32 precision (tested).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
@@ -22,18 +21,13 @@ from tqdm.auto import tqdm
 
 from tslens.architecture import attention_masks
 from tslens.batching import default_batch_size
+from tslens.engine.continuation import cached_forward, fork, left_pad, run_prefix
 from tslens.hooks.capture import capturing
 from tslens.hooks.entry import staggered_entry
 from tslens.hooks.patch import patching
 from tslens.packing import forward_packed, pack_answers, read_packed
 from tslens.resume import cached
-from tslens.scoring import (
-    answer_token_ids,
-    forward_prefix,
-    left_pad,
-    pad_token_id,
-    prompt_token_ids,
-)
+from tslens.scoring import answer_token_ids, pad_token_id, prompt_token_ids
 
 
 def _prepare(model, prompts, answers):
@@ -115,7 +109,7 @@ def _patch_chunk(
 ) -> Float[Tensor, "prompt variant k"]:
     """Every variant of :func:`patched_answer_logprobs` on the prompts ``chunk``."""
     prefix = left_pad([prompt_ids[i][:-1] for i in chunk], pad_token_id(model), model.cfg.device)
-    _, cache = forward_prefix(model, prefix)
+    _, cache = run_prefix(model, prefix)
     layout = SegmentLayout(model, prefix, [prompt_ids[i][-1] for i in chunk],
                        [answer_ids[i] for i in chunk])  # fmt: skip
     residuals = layout.residuals(model, cache)
@@ -191,8 +185,7 @@ class SegmentLayout:
             capturing(model, ("resid_pre",), range(last + 1), range(-self.s, 0)) as pre,
             capturing(model, ("resid_post",), [last], range(-self.s, 0)) as post,
         ):
-            model(ids, attention_mask=masks, position_ids=positions,
-                  past_key_values=copy.deepcopy(cache), logits_to_keep=1)  # fmt: skip
+            cached_forward(model, ids, fork(cache), masks, positions, logits_to_keep=1)
         return torch.stack([*pre["resid_pre"], post["resid_post"][0]], dim=1)
 
     def run(self, model, cache, residuals, layers, entries, vectors, mode, kind, heads):
@@ -209,14 +202,13 @@ class SegmentLayout:
         def entering(layer: int, n_columns: int) -> Tensor:
             return residuals[:, layer].repeat(1, n_columns // s, 1)
 
-        run_cache = copy.deepcopy(cache)  # a continuation appends to the cache it is given
         with (
             patching(model, row_layers, vectors.flatten(0, 1), entry_columns, mode, kind,
                      row_heads, rows=entry_rows),
             staggered_entry(list(model.blocks), active, entering, self.read_columns(n_v)),
         ):  # fmt: skip
-            logits = model(ids, attention_mask=masks, position_ids=positions,
-                           past_key_values=run_cache)  # fmt: skip
+            logits = cached_forward(model, ids, fork(cache), masks, positions,
+                                    growth=active[:n_layers])  # fmt: skip
         sums, _, _ = read_packed(
             logits.view(n_p * n_v, len(self.read_offsets), -1), self.variant_reads(n_v),
             n_p * n_v, self.k, greedy=False,

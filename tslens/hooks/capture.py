@@ -16,9 +16,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tslens.batching import default_batch_size
+from tslens.engine.continuation import left_pad
 from tslens.hooks.names import HEADS_FIRST, check_layers, hook_name
 from tslens.resume import cached
-from tslens.scoring import left_pad, pad_token_id, prompt_token_ids
+from tslens.scoring import pad_token_id, prompt_token_ids
 
 
 @contextmanager
