@@ -4,7 +4,6 @@ unembedding), and the architecture facts tslens reads from it."""
 
 import pytest
 import torch
-from tiny_gemma import write_tiny_gemma
 
 from tslens.analyses.ablation import ablated_answer_logprobs, head_statistics
 from tslens.analyses.ablation_study import head_importance
@@ -16,6 +15,7 @@ from tslens.analyses.patching import (
 )
 from tslens.architecture import post_attention_norms, rms_gain, sliding_window
 from tslens.complete import branch_complete_answers
+from tslens.doctor.tiny import write_tiny_gemma
 from tslens.models import load_model
 from tslens.prompts import build_mixture_prompts
 from tslens.scoring import answer_logprobs, answer_logprobs_naive, prompt_token_ids

@@ -5,7 +5,6 @@ import json
 
 import pytest
 import torch
-from tiny_gemma import write_tiny_gemma
 
 from tslens.analyses.demo_attention import attention_to_demonstrations, head_summary
 from tslens.analyses.demonstrations import (
@@ -16,6 +15,7 @@ from tslens.analyses.demonstrations import (
     demonstration_effects_naive,
 )
 from tslens.cli import main
+from tslens.doctor.tiny import write_tiny_gemma
 from tslens.models import load_model
 from tslens.tasks import resolve_tasks
 

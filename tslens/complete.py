@@ -8,6 +8,7 @@ prefix KV cache (computed once) and advance all prompts' beams in one batched st
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -27,8 +28,18 @@ def _stop_tokens(tokenizer, stop: str) -> Bool[Tensor, " vocab"]:
     return torch.tensor([stop in t for t in texts])
 
 
+@dataclass(frozen=True)
+class Completion:
+    """A complete answer the beam found: ``text`` (before the stop string), the generated
+    ``tokens`` (the stop token included) and ``logprob``, log P(tokens | prompt)."""
+
+    text: str
+    logprob: float
+    tokens: tuple[int, ...]
+
+
 @torch.inference_mode()
-def beam_complete_answers(
+def beam_search(
     model,
     prompts: Sequence[str],
     width: int = 8,
@@ -37,7 +48,7 @@ def beam_complete_answers(
     batch_size: int | None = None,
     finish_at_max: bool = False,
     progress: bool = False,
-) -> list[list[str]]:
+) -> list[list[Completion]]:
     """Most likely complete answers of each prompt, by beam search.
 
     Args:
@@ -52,12 +63,23 @@ def beam_complete_answers(
         progress: show a progress bar over the prompts.
 
     Returns:
-        Per prompt, distinct non-empty answer strings (text before ``stop``), best first.
+        Per prompt, the :class:`Completion` of each distinct non-empty answer text, best first.
     """
-    return _in_chunks(
-        model, prompts, stop, batch_size, _search, width, max_new_tokens, finish_at_max,
+    found = _in_chunks(
+        model, prompts, stop, batch_size, _beam, width, max_new_tokens, finish_at_max,
         progress=progress, desc="beam search",
     )  # fmt: skip
+    return [[Completion(text, score, tuple(ids)) for text, score, ids in row] for row in found]
+
+
+def beam_complete_answers(
+    model, prompts: Sequence[str], width: int = 8, max_new_tokens: int = 12, stop: str = "\n",
+    batch_size: int | None = None, finish_at_max: bool = False, progress: bool = False,
+) -> list[list[str]]:  # fmt: skip
+    """The answer texts of :func:`beam_search` (same arguments), best first."""
+    found = beam_search(model, prompts, width, max_new_tokens, stop, batch_size, finish_at_max,
+                        progress)  # fmt: skip
+    return [[c.text for c in row] for row in found]
 
 
 def _in_chunks(
@@ -87,9 +109,9 @@ def _in_chunks(
     return results
 
 
-def _search(
+def _beam(
     model, prompt_ids, stop, is_stop, width, max_new_tokens, finish_at_max
-) -> list[list[str]]:
+) -> list[list[tuple[str, float, list[int]]]]:
     device = model.cfg.device
     batch = left_pad(prompt_ids, pad_token_id(model), device)
     n = len(prompt_ids)
@@ -129,7 +151,7 @@ def _search(
         logprobs = continue_prefix(
             model, cache, batch, prompt_rows, keep_tok.view(-1, 1), offset=step
         )[:, -1]
-    return [_texts(model.tokenizer, f, width, stop) for f in finished]
+    return [_ranked(model.tokenizer, f, width, stop) for f in finished]
 
 
 def _done(finished, alive_scores: Tensor, width: int) -> bool:
@@ -143,13 +165,15 @@ def _done(finished, alive_scores: Tensor, width: int) -> bool:
     return True
 
 
-def _texts(tokenizer, found, width: int, stop: str) -> list[str]:
-    texts: list[str] = []
-    for _, ids in sorted(found, key=lambda f: -f[0]):
+def _ranked(tokenizer, found, width: int, stop: str) -> list[tuple[str, float, list[int]]]:
+    """``(text, score, tokens)`` of the best-scored occurrence of each distinct non-empty text
+    of the finished beams ``found``, best first, at most ``width``."""
+    ranked: list[tuple[str, float, list[int]]] = []
+    for score, ids in sorted(found, key=lambda f: -f[0]):
         text = tokenizer.decode(ids).split(stop)[0]
-        if text and text not in texts:
-            texts.append(text)
-    return texts[:width]
+        if text and all(text != seen for seen, _, _ in ranked):
+            ranked.append((text, score, ids))
+    return ranked[:width]
 
 
 @torch.inference_mode()

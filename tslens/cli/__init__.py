@@ -15,6 +15,7 @@ from tslens.cli import (
     ablate,
     decode,
     demos,
+    doctor,
     evaluate,
     heads,
     models,
@@ -29,7 +30,9 @@ from tslens.cli.validate import validate
 from tslens.errors import TslensError
 from tslens.resume import checkpointing
 
-SUBCOMMANDS = (models, tasks, probs, patch, heads, ablate, demos, scale, decode, train, evaluate)
+SUBCOMMANDS = (
+    models, tasks, probs, patch, heads, ablate, demos, scale, decode, train, evaluate, doctor,
+)  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):

@@ -43,7 +43,11 @@ def add_model_args(parser: argparse.ArgumentParser, with_model: bool = True) -> 
 
 def model_from_args(args: argparse.Namespace, spec: str | None = None):
     """Load the model named by ``--model`` (or ``spec``) with ``--device/--dtype`` (see
-    :func:`load_model`)."""
+    :func:`load_model`). The first analysis in an environment whose library versions were
+    never checked runs the quick exactness checks first (:func:`tslens.doctor.ensure_checked`)."""
+    from tslens.doctor import ensure_checked
+
+    ensure_checked(args.device)
     return load_model(
         spec or args.model,
         device=args.device,
