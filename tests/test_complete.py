@@ -62,3 +62,30 @@ def test_branch_decoding_scores_its_answers_exactly(shipped, max_new_tokens):
         assert probs == sorted(probs, reverse=True)
         exact = answer_logprobs(shipped, [text], [[a for a, _ in answers]]).exp()[0]
         assert torch.allclose(torch.tensor(probs, dtype=torch.float64), exact, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("model_name", "mode", "trust"),
+    [("shipped", "stop", True), ("shipped", "length", True), ("shipped", "length", False),
+     ("gpt2", "stop", True), ("gpt2", "stop", False)],
+)  # fmt: skip
+def test_one_pass_tasks_solved_equals_the_three_pass_definition(
+    model_name, mode, trust, request, monkeypatch
+):
+    import tslens.analyses.solved as solved_module
+    from tslens.analyses.solved import score_and_solve
+    from tslens.prompts import build_mixture_prompts
+    from tslens.tasks import resolve_tasks
+
+    monkeypatch.setattr(solved_module, "TRUST_BEAM_SCORES", trust)
+    model = request.getfixturevalue(model_name)
+    shipped = model_name == "shipped"  # its own template, which it solves
+    prompts = build_mixture_prompts(resolve_tasks("plus2,plus5"), None, 6, 20 if shipped else 8,
+                                    seed=3, template=None if shipped else "spaced")  # fmt: skip
+    texts, answers = [p.text for p in prompts], [p.answers for p in prompts]
+    logps, ends_by, solved = score_and_solve(model, texts, answers, batch_size=2,
+                                             complete_by=mode)  # fmt: skip
+    plain = answer_logprobs(model, texts, answers)
+    assert ends_by == mode and (logps - plain).abs().max() < 1e-4
+    assert torch.equal(solved, tasks_solved(model, texts, answers, plain, complete_by=mode))
+    assert not shipped or 0 < solved.sum() < solved.numel()  # the comparison can tell

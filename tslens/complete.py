@@ -17,7 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tslens.batching import default_batch_size
-from tslens.engine.continuation import continue_prefix, left_pad, run_prefix
+from tslens.engine.continuation import PrefixBatch, continue_prefix, fork, left_pad, run_prefix
 from tslens.resume import cached
 from tslens.scoring import pad_token_id, prompt_token_ids
 
@@ -31,11 +31,15 @@ def _stop_tokens(tokenizer, stop: str) -> Bool[Tensor, " vocab"]:
 @dataclass(frozen=True)
 class Completion:
     """A complete answer the beam found: ``text`` (before the stop string), the generated
-    ``tokens`` (the stop token included) and ``logprob``, log P(tokens | prompt)."""
+    ``tokens`` (the stop token included, unless the search finished it at its length),
+    ``logprob``, log P(tokens | prompt), and ``answer_logprob``, log P of the tokens before
+    the stop token (the answer's own probability when those tokens are how the tokenizer
+    writes ``text`` after the prompt)."""
 
     text: str
     logprob: float
     tokens: tuple[int, ...]
+    answer_logprob: float
 
 
 @torch.inference_mode()
@@ -69,7 +73,8 @@ def beam_search(
         model, prompts, stop, batch_size, _beam, width, max_new_tokens, finish_at_max,
         progress=progress, desc="beam search",
     )  # fmt: skip
-    return [[Completion(text, score, tuple(ids)) for text, score, ids in row] for row in found]
+    return [[Completion(text, score, tuple(ids), answer) for text, score, ids, answer in row]
+            for row in found]  # fmt: skip
 
 
 def beam_complete_answers(
@@ -111,14 +116,44 @@ def _in_chunks(
 
 def _beam(
     model, prompt_ids, stop, is_stop, width, max_new_tokens, finish_at_max
-) -> list[list[tuple[str, float, list[int]]]]:
-    device = model.cfg.device
-    batch = left_pad(prompt_ids, pad_token_id(model), device)
-    n = len(prompt_ids)
-    logprobs, cache = run_prefix(model, batch)  # [n, vocab]: one beam per prompt so far
+) -> list[list[tuple[str, float, list[int], float]]]:
+    batch = left_pad(prompt_ids, pad_token_id(model), model.cfg.device)
+    logprobs, cache = run_prefix(model, batch)
+    finished, _ = search_beams(model, logprobs, cache, batch, is_stop, width, max_new_tokens,
+                               finish_at_max)  # fmt: skip
+    return [_ranked(model.tokenizer, f, width, stop) for f in finished]
+
+
+Found = list[list[tuple[float, list[int], float]]]  # per prompt: (score, tokens, answer score)
+
+
+def search_beams(
+    model,
+    logprobs: Float[Tensor, "prompt vocab"],
+    cache,
+    batch: PrefixBatch,
+    is_stop: Bool[Tensor, " vocab"],
+    width: int,
+    max_new_tokens: int,
+    finish_at_max: bool = False,
+    also_at_max: int | None = None,
+) -> tuple[Found, Found | None]:
+    """The beam search itself, from prompts already run (``logprobs`` of their last position
+    and their ``cache``, which stays as it was): per prompt, every finished beam as
+    ``(log P(tokens), tokens, log P(tokens before the stop token))``.
+
+    ``also_at_max=m`` also returns what the search would have finished with
+    ``max_new_tokens=m, finish_at_max=True`` (for ``m <= max_new_tokens``): up to step ``m``
+    both searches keep the same beams, so one search serves both (the caller decides later
+    which it needs); otherwise the second element is None.
+    """
+    device = logprobs.device
+    n = logprobs.shape[0]
+    cache = fork(cache)
     scores = torch.zeros(n, 1, device=device)
     seqs = torch.zeros(n, 1, 0, dtype=torch.long, device=device)
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
+    finished: Found = [[] for _ in range(n)]
+    snapshot: Found | None = None
     for step in range(max_new_tokens):
         beams = scores.shape[1]
         total = scores[:, :, None] + logprobs.view(n, beams, -1)  # [n, beams, vocab]
@@ -130,15 +165,20 @@ def _beam(
         for b in range(n):
             for score, idx in zip(end_scores[b].tolist(), end_idx[b].tolist(), strict=True):
                 if score > -torch.inf:
-                    finished[b].append((score, seqs[b, idx // vocab].tolist() + [idx % vocab]))
+                    beam = idx // vocab
+                    finished[b].append((score, seqs[b, beam].tolist() + [idx % vocab],
+                                        scores[b, beam].item()))  # fmt: skip
         keep_beam, keep_tok = keep_idx // vocab, keep_idx % vocab
+        alive = [
+            [(score, seqs[b, beam].tolist() + [tok], score)
+             for score, beam, tok in zip(keep_score[b].tolist(), keep_beam[b].tolist(),
+                                         keep_tok[b].tolist(), strict=True) if score > -torch.inf]
+            for b in range(n)
+        ] if finish_at_max or also_at_max is not None else None  # fmt: skip
+        if also_at_max is not None and step == also_at_max - 1:
+            snapshot = [f + a for f, a in zip(finished, alive, strict=True)]
         if step == max_new_tokens - 1 and finish_at_max:
-            for b in range(n):
-                for score, beam, tok in zip(
-                    keep_score[b].tolist(), keep_beam[b].tolist(), keep_tok[b].tolist(), strict=True
-                ):
-                    if score > -torch.inf:
-                        finished[b].append((score, seqs[b, beam].tolist() + [tok]))
+            finished = [f + a for f, a in zip(finished, alive, strict=True)]
         if _done(finished, keep_score, width) or step == max_new_tokens - 1:
             break
         rows = (torch.arange(n, device=device)[:, None] * beams + keep_beam).flatten()
@@ -151,7 +191,9 @@ def _beam(
         logprobs = continue_prefix(
             model, cache, batch, prompt_rows, keep_tok.view(-1, 1), offset=step
         )[:, -1]
-    return [_ranked(model.tokenizer, f, width, stop) for f in finished]
+    if also_at_max is not None and snapshot is None:  # both searches were done before step m
+        snapshot = [list(f) for f in finished]
+    return finished, snapshot
 
 
 def _done(finished, alive_scores: Tensor, width: int) -> bool:
@@ -159,20 +201,21 @@ def _done(finished, alive_scores: Tensor, width: int) -> bool:
     for b, found in enumerate(finished):
         if len(found) < width:
             return False
-        bar = sorted((s for s, _ in found), reverse=True)[width - 1]
+        bar = sorted((f[0] for f in found), reverse=True)[width - 1]
         if alive_scores[b].max().item() > bar:
             return False
     return True
 
 
-def _ranked(tokenizer, found, width: int, stop: str) -> list[tuple[str, float, list[int]]]:
-    """``(text, score, tokens)`` of the best-scored occurrence of each distinct non-empty text
-    of the finished beams ``found``, best first, at most ``width``."""
-    ranked: list[tuple[str, float, list[int]]] = []
-    for score, ids in sorted(found, key=lambda f: -f[0]):
+def _ranked(tokenizer, found, width: int, stop: str) -> list[tuple[str, float, list[int], float]]:
+    """``(text, score, tokens, answer score)`` of the best-scored occurrence of each distinct
+    non-empty text of the finished beams ``found`` (see :func:`search_beams`), best first, at
+    most ``width``."""
+    ranked: list[tuple[str, float, list[int], float]] = []
+    for score, ids, answer_score in sorted(found, key=lambda f: -f[0]):
         text = tokenizer.decode(ids).split(stop)[0]
-        if text and all(text != seen for seen, _, _ in ranked):
-            ranked.append((text, score, ids))
+        if text and all(text != seen for seen, *_ in ranked):
+            ranked.append((text, score, ids, answer_score))
     return ranked[:width]
 
 

@@ -83,7 +83,7 @@ def pad_token_id(model) -> int:
     return next(i for i in (tok.pad_token_id, tok.eos_token_id, 0) if i is not None)
 
 
-def _check_context(model, prompt_ids: Sequence[list[int]], answer_ids) -> None:
+def check_context(model, prompt_ids: Sequence[list[int]], answer_ids) -> None:
     n_ctx = model.cfg.n_ctx
     longest = max(
         len(p) + max((len(a) for a in ans if a is not None), default=0)
@@ -146,7 +146,7 @@ def _score_packed(
 ) -> tuple[Float[Tensor, "prompt k"], Bool[Tensor, "prompt k"]]:
     prompt_ids = prompt_token_ids(model, prompts)
     answer_ids = answer_token_ids(model, prompts, answers, prompt_ids, labels, boundary)
-    _check_context(model, prompt_ids, answer_ids)
+    check_context(model, prompt_ids, answer_ids)
     out = torch.full(
         (len(prompts), max((len(a) for a in answers), default=0)),
         float("-inf"),
@@ -192,7 +192,7 @@ def answer_token_logprobs(
     prompt and answer, a float64 CPU tensor with one entry per answer token."""
     prompt_ids = prompt_token_ids(model, prompts)
     answer_ids = answer_token_ids(model, prompts, answers, prompt_ids)
-    _check_context(model, prompt_ids, answer_ids)
+    check_context(model, prompt_ids, answer_ids)
     out: list[list[Tensor]] = [[] for _ in prompts]
     batch_size = batch_size or default_batch_size(model)
     for start in range(0, len(prompts), batch_size):

@@ -26,10 +26,9 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tslens.architecture import attention_masks
 from tslens.batching import default_batch_size, shrink_on_oom
-from tslens.engine.continuation import cached_forward, fork, left_pad, run_prefix
-from tslens.packing import pack_answers, read_packed
+from tslens.engine.continuation import left_pad, run_prefix
+from tslens.engine.rows import Row, score_rows
 from tslens.prompts import MixturePrompt, Template, build_mixture_prompts, get_template
 from tslens.resume import cached
 from tslens.scoring import answer_token_ids, pad_token_id, plain_answer_logprob, prompt_token_ids
@@ -281,70 +280,25 @@ def deletion_logprobs(
     """log P of every answer after each prompt (variant 0) and after each of its deleted
     versions (variant ``v``: ``deletions[p][v - 1]``, sorted token indices to delete).
 
-    The prompts run once (:func:`tslens.scoring.forward_prefix`). A deleted version that
+    The prompts run once (:func:`tslens.engine.continuation.run_prefix`). A deleted version that
     starts deleting at token ``c`` is the prompt's tokens ``< c - 1`` (read from the cache)
     followed by a row that recomputes token ``c - 1`` and every kept token after the deletion
-    at their new positions, then its answers packed behind it
-    (:func:`tslens.packing.pack_answers`). Each row's cost is its own suffix, not the prompt.
+    at their new positions, then its answers packed behind it (a
+    :class:`tslens.engine.rows.Row`). Each row's cost is its own suffix, not the prompt.
     """
     n_variants = 1 + max(len(d) for d in deletions)
     k = max(len(a) for a in answer_ids)
     pad = pad_token_id(model)
     prefix = left_pad(prompt_ids, pad, model.cfg.device)
     _, cache = run_prefix(model, prefix)
-    width = prefix.ids.shape[1]
-    owners, starts, suffixes, row_answers = [], [], [], []
-    for p, (p_ids, rows) in enumerate(zip(prompt_ids, deletions, strict=True)):
-        for deleted in [[], *rows]:
+    rows = []
+    for p, (p_ids, deleted_sets) in enumerate(zip(prompt_ids, deletions, strict=True)):
+        for deleted in [[], *deleted_sets]:
             cut = deleted[0] if deleted else len(p_ids)
             start = max(cut - 1, 0)  # recompute one kept token, so the row never starts empty
-            owners.append(p)
-            starts.append(start)
-            suffixes.append(delete_tokens(p_ids, deleted, start))
-            row_answers.append(answer_ids[p])
-    out = torch.empty(len(owners), k, dtype=torch.float64)
-    # rows of similar length share a forward (padding costs as much as tokens); each forward
-    # holds about as many tokens as a default batch of whole prompts
-    budget = default_batch_size(model, width) * width
-    order = sorted(range(len(owners)), key=lambda r: len(suffixes[r]))
-    chunk: list[int] = []
-    for r in [*order, None]:
-        longest = len(suffixes[r]) + sum(len(a) for a in row_answers[r]) if r is not None else 0
-        if chunk and (r is None or (len(chunk) + 1) * longest > budget):
-            out[chunk] = _continue_rows(
-                model, cache, prefix, [owners[i] for i in chunk], [starts[i] for i in chunk],
-                [suffixes[i] for i in chunk], [row_answers[i] for i in chunk], k,
-            )  # fmt: skip
-            chunk = []
-        if r is not None:
-            chunk.append(r)
+            rows.append(Row(p, start, delete_tokens(p_ids, deleted, start), answer_ids[p]))
+    out = score_rows(model, cache, prefix, rows, k, pad)
     return out.view(len(prompt_ids), n_variants, k)
-
-
-def _continue_rows(model, cache, prefix, owners, starts, suffixes, answers, k) -> Tensor:
-    """log P of the answers of rows that continue the cached prompts ``owners`` from token
-    ``starts`` with ``suffixes`` (see :func:`deletion_logprobs`): ``[row, k]`` on the CPU."""
-    width = prefix.ids.shape[1]
-    packed = pack_answers(suffixes, answers, pad_token_id(model))
-    rows, start = torch.tensor(owners), torch.tensor(starts)
-    new_positions = packed.positions + start[:, None]
-    # the cache columns each row sees: its prompt's real tokens before the row's start
-    index = torch.arange(width) - (width - prefix.lengths.cpu()[rows])[:, None]  # [row, col]
-    see = (index >= 0) & (index < start[:, None])
-    see_cache = torch.zeros(len(rows), 1, packed.ids.shape[1], width)
-    see_cache.masked_fill_(~see[:, None, None, :], torch.finfo().min)
-    device = model.cfg.device
-    mask = torch.cat([see_cache, packed.mask], dim=-1).to(device)
-    keys = torch.cat([prefix.positions.cpu()[rows], new_positions], dim=-1)
-    logits = cached_forward(
-        model,
-        packed.ids.to(device),
-        fork(cache, rows.to(device)),
-        attention_masks(model, mask, new_positions, keys),
-        new_positions.to(device),
-        logits_to_keep=packed.keep,
-    )
-    return read_packed(logits, packed.reads, len(rows), k, greedy=False)[0].cpu()
 
 
 def delete_tokens(ids: Sequence[int], deleted: Sequence[int], start: int = 0) -> list[int]:

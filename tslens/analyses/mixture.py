@@ -11,11 +11,13 @@ Definitions (per prompt, then averaged over prompts):
   calibration of the population (a model that follows one task per prompt, in the right
   proportions, is calibrated here but not per prompt);
 - ``solved[k]``: answer k is among the K most likely complete answers (beam search up to a
-  newline, :mod:`tslens.complete`), i.e. P(answer_k) >= p_K. A model that does not end its
-  answers with the newline (the embedded character models were trained with loss on answers
-  only) has no complete answers in that sense; for it the candidates are the continuations of
-  the answers' token length (``complete_by="length"``, chosen automatically when the model's
-  mean P(newline | prompt + answer) is below one half).
+  newline, :mod:`tslens.complete`), i.e. P(answer_k) >= p_K; :func:`measure_mixture`
+  computes it over one forward of each prompt (:mod:`tslens.analyses.solved`),
+  :func:`tasks_solved` is the same definition computed in three plain passes. A model that
+  does not end its answers with the newline (the embedded character models were trained with
+  loss on answers only) has no complete answers in that sense; for it the candidates are the
+  continuations of the answers' token length (``complete_by="length"``, chosen automatically
+  when the model's mean P(newline | prompt + answer) is below one half).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from tslens.analyses.solved import longest_answer_tokens, mean_stop_probability, score_and_solve
 from tslens.complete import beam_complete_answers
 from tslens.prompts import MixturePrompt, build_mixture_prompts, parse_weights
 from tslens.scoring import answer_logprobs
@@ -180,13 +183,7 @@ def stop_probability(
     with_stop = [[a + stop for a in ans] for ans in answers]
     plain = answer_logprobs(model, prompts, answers, batch_size, boundary="drop")
     ended = answer_logprobs(model, prompts, with_stop, batch_size, boundary="drop")
-    return _mean_stop_probability(plain, ended)
-
-
-def _mean_stop_probability(plain: Tensor, ended: Tensor) -> float:
-    """Mean P(stop | prompt + answer) from log P(answer) and log P(answer + stop)."""
-    ratio = (ended - plain).exp()
-    return ratio[torch.isfinite(ratio)].mean().item()
+    return mean_stop_probability(plain, ended)
 
 
 def complete_by(
@@ -203,12 +200,6 @@ def complete_by(
         if stop_probability(model, prompts, answers, batch_size=batch_size) >= 0.5
         else "length"
     )
-
-
-def longest_answer_tokens(model, answers: Sequence[Sequence[str]]) -> int:
-    """Tokens in the longest of all answers (tokenized alone, no special tokens)."""
-    flat = [a for ans in answers for a in ans]
-    return max(len(ids) for ids in model.tokenizer(flat, add_special_tokens=False)["input_ids"])
 
 
 def measure_mixture(
@@ -247,14 +238,9 @@ def measure_mixture(
     texts, answers = [p.text for p in prompts], [p.answers for p in prompts]
     names = [t.name for t in task_list]
     ends_by = solved_mask = None
-    if solved:  # the answers with and without the newline, packed behind the same prompt
-        with_stop = [(*ans, *(a + "\n" for a in ans)) for ans in answers]
-        both = answer_logprobs(model, texts, with_stop, batch_size, labels=names * 2,
-                               progress=progress)  # fmt: skip
-        logps, ended = both[:, : len(names)], both[:, len(names) :]
-        ends_by = "stop" if _mean_stop_probability(logps, ended) >= 0.5 else "length"
-        solved_mask = tasks_solved(model, texts, answers, logps, beam_width, batch_size, ends_by,
-                                   progress)  # fmt: skip
+    if solved:  # the answers, the beam search and its candidates over one forward of each prompt
+        logps, ends_by, solved_mask = score_and_solve(model, texts, answers, names, beam_width,
+                                                      batch_size, progress)  # fmt: skip
     else:
         logps = answer_logprobs(model, texts, answers, batch_size, labels=names,
                                 progress=progress)  # fmt: skip

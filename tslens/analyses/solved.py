@@ -1,0 +1,159 @@
+"""The task answers' probabilities and "tasks solved" from ONE computation of each prompt.
+
+"Tasks solved" (Xiong et al. 2024): answer k is solved on a prompt when it is among the K most
+likely *complete* answers (beam search to a newline, :mod:`tslens.complete`), i.e.
+P(answer_k) >= p_K. Computed naively that is three passes over every prompt: score the
+answers, beam-search from scratch, then score the beam's candidates with the prompt again.
+Here each batch of prompts runs once (:func:`tslens.engine.continuation.run_prefix`), and
+everything else continues its KV cache:
+
+- the task answers, with and without the newline, are scored behind the cache
+  (:func:`tslens.engine.rows.score_rows`);
+- one beam search starts from the prompts' last logits and cache; it serves both ways of
+  completing an answer (to the newline, or at the answers' token length for models that
+  never end an answer; see :func:`tslens.analyses.mixture.complete_by`), because up to the
+  answers' length both searches keep the same beams (:func:`tslens.complete.search_beams`);
+- a candidate's probability is the beam's own when the beam's tokens are how the tokenizer
+  writes the candidate after the prompt and the answer ended on a stop token that is exactly
+  the newline; every other candidate is scored exactly behind the cache.
+
+Which completion applies is decided after all batches, from the mean P(newline | prompt +
+answer) over every prompt, as before; the result is the same as the three-pass computation
+(tested against :func:`tslens.analyses.mixture.tasks_solved`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tslens.batching import default_batch_size
+from tslens.complete import _ranked, _stop_tokens, search_beams
+from tslens.engine.continuation import left_pad, run_prefix
+from tslens.engine.rows import Row, answer_rows, score_rows
+from tslens.resume import cached
+from tslens.scoring import answer_token_ids, check_context, pad_token_id, prompt_token_ids
+
+STOP = "\n"
+TRUST_BEAM_SCORES = True  # False rescores every candidate behind the cache (tests both paths)
+
+
+def longest_answer_tokens(model, answers: Sequence[Sequence[str]]) -> int:
+    """Tokens in the longest of all answers (tokenized alone, no special tokens)."""
+    flat = [a for ans in answers for a in ans]
+    return max(len(ids) for ids in model.tokenizer(flat, add_special_tokens=False)["input_ids"])
+
+
+def mean_stop_probability(plain: Tensor, ended: Tensor) -> float:
+    """Mean P(stop | prompt + answer) from log P(answer) and log P(answer + stop)."""
+    ratio = (ended - plain).exp()
+    return ratio[torch.isfinite(ratio)].mean().item()
+
+
+def score_and_solve(
+    model,
+    prompts: Sequence[str],
+    answers: Sequence[Sequence[str]],
+    labels: Sequence[str] | None = None,
+    width: int | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+    complete_by: str | None = None,
+) -> tuple[Float[Tensor, "prompt k"], str, Bool[Tensor, "prompt k"]]:
+    """log P(answer_k | prompt), how complete answers were found (``"stop"`` or ``"length"``)
+    and whether each answer is among the K most likely complete answers (``width`` beams,
+    default 2K), from one forward of each prompt; ``complete_by`` forces the completion mode
+    (default: decided from P(newline) as :func:`tslens.analyses.mixture.complete_by` does).
+    Same numbers as the three-pass :func:`tslens.analyses.mixture.tasks_solved`."""
+    k = len(answers[0])
+    width = width or 2 * k
+    longest = longest_answer_tokens(model, answers)
+    steps = max(8, longest + 2)
+    prompt_ids = prompt_token_ids(model, prompts)
+    with_stop = [(*ans, *(a + STOP for a in ans)) for ans in answers]
+    answer_ids = answer_token_ids(model, prompts, with_stop, prompt_ids,
+                                  None if labels is None else list(labels) * 2)  # fmt: skip
+    check_context(model, prompt_ids, answer_ids)
+    batch_size = batch_size or default_batch_size(model, max(len(p) for p in prompt_ids))
+    order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))  # less padding
+    both = torch.empty(len(prompts), 2 * k, dtype=torch.float64)
+    candidates: list[dict[str, list]] = [{} for _ in prompts]
+    bar = tqdm(total=len(prompts), desc="scoring + beam search", unit="prompt",
+               disable=not progress, leave=False)  # fmt: skip
+    with bar:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            p_ids, a_ids = [prompt_ids[i] for i in chunk], [answer_ids[i] for i in chunk]
+            chunk_texts = [prompts[i] for i in chunk]
+
+            def compute(t=chunk_texts, p_ids=p_ids, a_ids=a_ids) -> dict:
+                return _solve_chunk(model, t, p_ids, a_ids, width, steps, longest)
+
+            got = cached("solve", model, [p_ids, a_ids, width, steps, longest], compute)
+            both[chunk] = torch.tensor(got["both"], dtype=torch.float64)
+            for i, found in zip(chunk, got["candidates"], strict=True):
+                candidates[i] = found
+            bar.update(len(chunk))
+    logps, ended = both[:, :k], both[:, k:]
+    ends_by = complete_by or ("stop" if mean_stop_probability(logps, ended) >= 0.5 else "length")
+    extra = torch.full((len(prompts), width), float("-inf"), dtype=torch.float64)
+    for i, ans in enumerate(answers):
+        scores = [lp for text, lp in candidates[i][ends_by] if text not in ans]
+        extra[i, : len(scores)] = torch.tensor(scores, dtype=torch.float64)
+    kth = torch.cat([logps, extra], dim=1).topk(k, dim=1).values[:, -1:]
+    return logps, ends_by, logps >= kth
+
+
+@torch.inference_mode()
+def _solve_chunk(model, texts, prompt_ids, answer_ids, width: int, steps: int, longest: int):
+    """One batch of prompts: their answers' log-probs (``both``, with and without the stop)
+    and, per completion mode, each beam candidate's text and exact log-prob."""
+    pad = pad_token_id(model)
+    prefix = left_pad(prompt_ids, pad, model.cfg.device)
+    first, cache = run_prefix(model, prefix)
+    both = score_rows(model, cache, prefix, answer_rows(prompt_ids, answer_ids),
+                      len(answer_ids[0]), pad)  # fmt: skip
+    is_stop = _stop_tokens(model.tokenizer, STOP).to(first.device)
+    by_stop, by_length = search_beams(model, first, cache, prefix, is_stop, width, steps,
+                                      also_at_max=longest)  # fmt: skip
+    ranked = {mode: [_ranked(model.tokenizer, f, width, STOP) for f in found]
+              for mode, found in (("stop", by_stop), ("length", by_length))}  # fmt: skip
+    found = [sorted({c[0] for mode in ranked for c in ranked[mode][p]}) for p in range(len(texts))]
+    canonical = answer_token_ids(model, texts, found, prompt_ids, boundary="drop")
+    stop_ids = model.tokenizer(STOP, add_special_tokens=False)["input_ids"]
+    exact: list[dict[str, float]] = [{} for _ in texts]
+    for p, row in enumerate(found):
+        written = dict(zip(row, canonical[p], strict=True))
+        for mode in ranked:
+            for text, _, ids, answer_score in ranked[mode][p]:
+                want = written[text]
+                if want is None:  # merges with the prompt's end: not an answer (boundary="drop")
+                    exact[p][text] = float("-inf")
+                elif (
+                    TRUST_BEAM_SCORES
+                    and ids[: len(want)] == want
+                    and (
+                        ids[len(want) :] == stop_ids or (mode == "length" and len(ids) == len(want))
+                    )
+                ):  # the beam's tokens are the answer's own, its score is the answer's
+                    exact[p].setdefault(text, answer_score)
+    rescore = [(p, t, want) for p, row in enumerate(found)
+               for t, want in zip(row, canonical[p], strict=True) if t not in exact[p]]  # fmt: skip
+    if rescore:
+        rows = [
+            Row(p, len(prompt_ids[p]) - 1, prompt_ids[p][-1:], [want]) for p, _, want in rescore
+        ]
+        scored = score_rows(model, cache, prefix, rows, 1, pad)[:, 0].tolist()
+        for (p, text, _), value in zip(rescore, scored, strict=True):
+            exact[p][text] = value
+    return {
+        "both": both.tolist(),
+        "candidates": [
+            {mode: [(c[0], exact[p][c[0]]) for c in ranked[mode][p]] for mode in ranked}
+            for p in range(len(texts))
+        ],  # fmt: skip
+    }
