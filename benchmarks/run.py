@@ -22,6 +22,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from end_to_end import bench_probs_end_to_end  # noqa: E402
 from floors import head_patch_floor, plain_model, residual_sweep_floor, scoring_floor  # noqa: E402
 
 # The model every benchmark runs on (--model): the GPT-2-small fixture by default; any model
@@ -473,6 +474,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict]] = {
     "decode_branch": bench_decode,
     "demos": bench_demos,
     "bridge_overhead": bench_bridge_overhead,
+    "probs_end_to_end": bench_probs_end_to_end,
 }
 
 

@@ -33,8 +33,9 @@ from tqdm.auto import tqdm
 
 from tslens.batching import default_batch_size
 from tslens.complete import _ranked, _stop_tokens, search_beams
-from tslens.engine.continuation import left_pad, run_prefix
-from tslens.engine.rows import Row, answer_rows, score_rows
+from tslens.engine.continuation import left_pad, run_prefix_packed
+from tslens.engine.rows import Row, score_rows
+from tslens.packing import pack_answers, read_packed
 from tslens.resume import cached
 from tslens.scoring import answer_token_ids, check_context, pad_token_id, prompt_token_ids
 
@@ -52,6 +53,17 @@ def mean_stop_probability(plain: Tensor, ended: Tensor) -> float:
     """Mean P(stop | prompt + answer) from log P(answer) and log P(answer + stop)."""
     ratio = (ended - plain).exp()
     return ratio[torch.isfinite(ratio)].mean().item()
+
+
+def solve_batch_size(model, tokens_per_row: int, width: int) -> int:
+    """Prompts per batch of :func:`score_and_solve`: at least :func:`default_batch_size`, and
+    up to 64 while a beam step's log-probs stay under 256 MiB. Every beam step reads the whole
+    unembedding (671 MB for Gemma-3-270M's 262k vocabulary) whatever its rows, so on a large
+    vocabulary the search costs what its number of steps costs, and bigger batches amortise
+    it (measured on Gemma-3-270M, 2 cores: a step of 12 rows 0.31 s, of 48 rows 0.64 s)."""
+    vocab = model.cfg.d_vocab
+    by_memory = 2**28 // (4 * width * vocab)
+    return int(max(default_batch_size(model, tokens_per_row), min(64, by_memory)))
 
 
 def score_and_solve(
@@ -78,7 +90,7 @@ def score_and_solve(
     answer_ids = answer_token_ids(model, prompts, with_stop, prompt_ids,
                                   None if labels is None else list(labels) * 2)  # fmt: skip
     check_context(model, prompt_ids, answer_ids)
-    batch_size = batch_size or default_batch_size(model, max(len(p) for p in prompt_ids))
+    batch_size = batch_size or solve_batch_size(model, max(len(p) for p in prompt_ids), width)
     order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))  # less padding
     both = torch.empty(len(prompts), 2 * k, dtype=torch.float64)
     candidates: list[dict[str, list]] = [{} for _ in prompts]
@@ -114,9 +126,14 @@ def _solve_chunk(model, texts, prompt_ids, answer_ids, width: int, steps: int, l
     and, per completion mode, each beam candidate's text and exact log-prob."""
     pad = pad_token_id(model)
     prefix = left_pad(prompt_ids, pad, model.cfg.device)
-    first, cache = run_prefix(model, prefix)
-    both = score_rows(model, cache, prefix, answer_rows(prompt_ids, answer_ids),
-                      len(answer_ids[0]), pad)  # fmt: skip
+    # the prompts and their answers in the plain scorer's one forward, keeping the prompts' cache
+    packed = pack_answers(prompt_ids, answer_ids, pad)
+    logits, cache = run_prefix_packed(model, packed, prefix.ids.shape[1])
+    first = torch.log_softmax(logits[:, 0].float(), dim=-1)  # before read_packed overwrites it
+    sums, _, scored = read_packed(logits, packed.reads, len(prompt_ids), len(answer_ids[0]),
+                                  greedy=False)  # fmt: skip
+    both = torch.where(scored, sums, float("-inf")).cpu()
+    del logits
     is_stop = _stop_tokens(model.tokenizer, STOP).to(first.device)
     by_stop, by_length = search_beams(model, first, cache, prefix, is_stop, width, steps,
                                       also_at_max=longest)  # fmt: skip

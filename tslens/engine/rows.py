@@ -35,14 +35,6 @@ class Row:
     answers: Sequence[list[int] | None]
 
 
-def answer_rows(prompt_ids: Sequence[list[int]], answer_ids) -> list[Row]:
-    """One row per prompt that scores its answers behind the cached prompt."""
-    return [
-        Row(p, len(ids) - 1, ids[-1:], answers)
-        for p, (ids, answers) in enumerate(zip(prompt_ids, answer_ids, strict=True))
-    ]
-
-
 def score_rows(
     model, cache, prefix: PrefixBatch, rows: Sequence[Row], k: int, pad_id: int
 ) -> Float[Tensor, "row k"]:
