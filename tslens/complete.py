@@ -150,61 +150,68 @@ def search_beams(
     device = logprobs.device
     n = logprobs.shape[0]
     cache = fork(cache)
+    active = torch.arange(n, device=device)  # the prompts still searching, in cache-row order
     scores = torch.zeros(n, 1, device=device)
     seqs = torch.zeros(n, 1, 0, dtype=torch.long, device=device)
     finished: Found = [[] for _ in range(n)]
-    snapshot: Found | None = None
+    snapshot: list | None = None if also_at_max is None else [None] * n
     for step in range(max_new_tokens):
-        beams = scores.shape[1]
-        total = scores[:, :, None] + logprobs.view(n, beams, -1)  # [n, beams, vocab]
+        n_act, beams = scores.shape
+        total = scores[:, :, None] + logprobs.view(n_act, beams, -1)  # [active, beams, vocab]
         vocab = total.shape[-1]
         ends = is_stop.expand_as(total)
         # Best candidates that end the answer now, and best that continue it.
-        end_scores, end_idx = total.masked_fill(~ends, -torch.inf).view(n, -1).topk(width, -1)
-        keep_score, keep_idx = total.masked_fill(ends, -torch.inf).view(n, -1).topk(width, -1)
-        for b in range(n):
+        end_scores, end_idx = total.masked_fill(~ends, -torch.inf).view(n_act, -1).topk(width, -1)
+        keep_score, keep_idx = total.masked_fill(ends, -torch.inf).view(n_act, -1).topk(width, -1)
+        keep_beam, keep_tok = keep_idx // vocab, keep_idx % vocab
+        prompts = active.tolist()
+        for b, p in enumerate(prompts):
             for score, idx in zip(end_scores[b].tolist(), end_idx[b].tolist(), strict=True):
                 if score > -torch.inf:
                     beam = idx // vocab
-                    finished[b].append((score, seqs[b, beam].tolist() + [idx % vocab],
+                    finished[p].append((score, seqs[b, beam].tolist() + [idx % vocab],
                                         scores[b, beam].item()))  # fmt: skip
-        keep_beam, keep_tok = keep_idx // vocab, keep_idx % vocab
-        alive = [
-            [(score, seqs[b, beam].tolist() + [tok], score)
-             for score, beam, tok in zip(keep_score[b].tolist(), keep_beam[b].tolist(),
-                                         keep_tok[b].tolist(), strict=True) if score > -torch.inf]
-            for b in range(n)
-        ] if finish_at_max or also_at_max is not None else None  # fmt: skip
-        if also_at_max is not None and step == also_at_max - 1:
-            snapshot = [f + a for f, a in zip(finished, alive, strict=True)]
-        if step == max_new_tokens - 1 and finish_at_max:
-            finished = [f + a for f, a in zip(finished, alive, strict=True)]
-        if _done(finished, keep_score, width) or step == max_new_tokens - 1:
+        last = step == max_new_tokens - 1
+        if (last and finish_at_max) or (snapshot is not None and step == also_at_max - 1):
+            for b, p in enumerate(prompts):
+                alive = [(score, seqs[b, beam].tolist() + [tok], score) for score, beam, tok in
+                         zip(keep_score[b].tolist(), keep_beam[b].tolist(), keep_tok[b].tolist(),
+                             strict=True) if score > -torch.inf]  # fmt: skip
+                if snapshot is not None and step == also_at_max - 1:
+                    snapshot[p] = finished[p] + alive
+                if last and finish_at_max:
+                    finished[p] = finished[p] + alive
+        # Each prompt stops on its own (so its answers do not depend on the batch it is in).
+        going = torch.tensor([not _done(finished[p], keep_score[b], width)
+                              for b, p in enumerate(prompts)], device=device)  # fmt: skip
+        if snapshot is not None:
+            for b, p in enumerate(prompts):
+                if not going[b] and snapshot[p] is None:
+                    snapshot[p] = list(finished[p])
+        if last or not going.any():
             break
-        rows = (torch.arange(n, device=device)[:, None] * beams + keep_beam).flatten()
+        kept = going.nonzero()[:, 0]
+        rows = (kept[:, None] * beams + keep_beam[kept]).flatten()
         cache.batch_select_indices(rows)
-        seqs = torch.cat(
-            [seqs.view(n * beams, -1)[rows].view(n, width, -1), keep_tok[..., None]], -1
-        )
-        scores = keep_score
-        prompt_rows = torch.arange(n, device=device).repeat_interleave(width)
+        seqs = torch.cat([seqs.view(n_act * beams, -1)[rows].view(len(kept), width, -1),
+                          keep_tok[kept][..., None]], -1)  # fmt: skip
+        scores, active = keep_score[kept], active[kept]
+        prompt_rows = active.repeat_interleave(width)
         logprobs = continue_prefix(
-            model, cache, batch, prompt_rows, keep_tok.view(-1, 1), offset=step
+            model, cache, batch, prompt_rows, keep_tok[kept].view(-1, 1), offset=step
         )[:, -1]
-    if also_at_max is not None and snapshot is None:  # both searches were done before step m
-        snapshot = [list(f) for f in finished]
+    if snapshot is not None:  # prompts still searching at the end had stopped at step m too
+        snapshot = [list(finished[p]) if s is None else s for p, s in enumerate(snapshot)]
     return finished, snapshot
 
 
-def _done(finished, alive_scores: Tensor, width: int) -> bool:
-    """Stop when no alive beam can still beat any prompt's width-th finished answer."""
-    for b, found in enumerate(finished):
-        if len(found) < width:
-            return False
-        bar = sorted((f[0] for f in found), reverse=True)[width - 1]
-        if alive_scores[b].max().item() > bar:
-            return False
-    return True
+def _done(found, alive_scores: Tensor, width: int) -> bool:
+    """A prompt's search is over when it has ``width`` finished answers and none of its alive
+    beams can still beat the ``width``-th of them."""
+    if len(found) < width:
+        return False
+    bar = sorted((f[0] for f in found), reverse=True)[width - 1]
+    return alive_scores.max().item() <= bar
 
 
 def _ranked(tokenizer, found, width: int, stop: str) -> list[tuple[str, float, list[int], float]]:
