@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tslens.cli.common import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -22,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="only the subset every analysis runs once"
     )
-    parser.add_argument("--n-prompts", type=int, default=3, help="prompts per check (default 3)")
+    parser.add_argument("--n-prompts", type=positive_int, default=3,
+                        help="prompts per check (default 3)")  # fmt: skip
     parser.set_defaults(run=run)
 
 
