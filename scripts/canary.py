@@ -41,6 +41,19 @@ def installed(venv: Path, name: str) -> str:
     return found.group(1) if found else "not installed"
 
 
+def newest_on_index(venv: Path, name: str) -> str | None:
+    out = sh(venv, "pip", "index", "versions", name, check=False).stdout
+    found = re.search(rf"^{re.escape(name)} \(([^)]+)\)", out, re.M | re.I)
+    return found.group(1) if found else None
+
+
+def why_not(venv: Path, name: str, version: str) -> str:
+    """pip's last error line for installing ``name==version`` (a dry run)."""
+    run = sh(venv, "pip", "install", "--dry-run", f"{name}=={version}", check=False)
+    errors = [line for line in run.stderr.splitlines() if line.startswith("ERROR")]
+    return errors[-1] if errors else "installs"
+
+
 def doctor(venv: Path) -> tuple[int, list[str]]:
     """``tslens doctor``'s exit status and its failing lines."""
     run = sh(venv, "tslens", "doctor", check=False)
@@ -81,6 +94,12 @@ def main() -> int:
         status, failed = doctor(venv)
         rows.append({"step": name, "versions": {name: newest}, "doctor": status, "failed": failed})
         same = " (already the tested version)" if newest == pinned[name] else ""
+        on_index = newest_on_index(venv, name)
+        if on_index and on_index != newest:
+            same += (
+                f"; the newest release {on_index} does not install: {why_not(venv, name, on_index)}"
+            )
+            rows[-1]["newest_release"] = on_index
         print(f"{name} {newest}{same}: doctor exit {status}", flush=True)
         for line in failed:
             print(f"    {name} {newest} breaks: {line}", flush=True)
