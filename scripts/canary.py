@@ -91,7 +91,10 @@ def main() -> int:
             print(f"{name}: upgrade failed: {lines}", flush=True)
             pin_back(venv)
             continue
-        status, failed = doctor(venv)
+        if newest == pinned[name]:  # nothing changed: the pinned run stands for it
+            status, failed = rows[0]["doctor"], rows[0]["failed"]
+        else:
+            status, failed = doctor(venv)
         rows.append({"step": name, "versions": {name: newest}, "doctor": status, "failed": failed})
         same = " (already the tested version)" if newest == pinned[name] else ""
         on_index = newest_on_index(venv, name)
