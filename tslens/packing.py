@@ -78,17 +78,20 @@ def pack_answers(
     return PackedBatch(ids, mask[:, None], positions, total - first, torch.tensor(reads))
 
 
+def packed_inputs(model, packed: PackedBatch) -> tuple[Tensor, Tensor | dict, Tensor]:
+    """``ids, masks, positions`` of a :class:`PackedBatch` on the model's device, the masks as
+    :func:`tslens.architecture.attention_masks` gives them."""
+    device = model.cfg.device
+    positions = packed.positions.to(device)
+    masks = attention_masks(model, packed.mask.to(device), positions, positions)
+    return packed.ids.to(device), masks, positions
+
+
 def forward_packed(model, packed: PackedBatch) -> Float[Tensor, "batch kept vocab"]:
     """One forward of a :class:`PackedBatch`, keeping the logits that :func:`read_packed`
     reads (active hooks apply)."""
-    device = model.cfg.device
-    positions = packed.positions.to(device)
-    return model(
-        packed.ids.to(device),
-        attention_mask=attention_masks(model, packed.mask.to(device), positions, positions),
-        position_ids=positions,
-        logits_to_keep=packed.keep,
-    )
+    ids, masks, positions = packed_inputs(model, packed)
+    return model(ids, attention_mask=masks, position_ids=positions, logits_to_keep=packed.keep)
 
 
 def _logsumexp_(rows: Float[Tensor, "row vocab"], chunk: int = 64) -> Float[Tensor, " row"]:

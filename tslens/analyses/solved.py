@@ -4,18 +4,18 @@
 likely *complete* answers (beam search to a newline, :mod:`tslens.complete`), i.e.
 P(answer_k) >= p_K. Computed naively that is three passes over every prompt: score the
 answers, beam-search from scratch, then score the beam's candidates with the prompt again.
-Here each batch of prompts runs once (:func:`tslens.engine.continuation.run_prefix`), and
-everything else continues its KV cache:
+Here each batch of prompts runs once, in the plain scorer's packed forward with the task
+answers (with and without the newline) behind each prompt, keeping the prompts' KV cache
+(:func:`tslens.engine.continuation.run_prefix_packed`); everything else continues that cache:
 
-- the task answers, with and without the newline, are scored behind the cache
-  (:func:`tslens.engine.rows.score_rows`);
 - one beam search starts from the prompts' last logits and cache; it serves both ways of
   completing an answer (to the newline, or at the answers' token length for models that
   never end an answer; see :func:`tslens.analyses.mixture.complete_by`), because up to the
   answers' length both searches keep the same beams (:func:`tslens.complete.search_beams`);
 - a candidate's probability is the beam's own when the beam's tokens are how the tokenizer
   writes the candidate after the prompt and the answer ended on a stop token that is exactly
-  the newline; every other candidate is scored exactly behind the cache.
+  the newline; every other candidate is scored exactly behind the cache
+  (:func:`tslens.engine.rows.score_rows`).
 
 Which completion applies is decided after all batches, from the mean P(newline | prompt +
 answer) over every prompt, as before; the result is the same as the three-pass computation

@@ -15,10 +15,10 @@ silently, so it is done in one place and checked on every call:
 - **The check.** After every cached forward, each layer of the cache must hold exactly the
   tokens it held before plus the new ones; anything else raises :class:`CacheAPIError` naming
   the installed versions (and ``tslens doctor``), instead of returning wrong numbers.
-- **Forks.** A continuation normally leaves the prompts' cache as it was (``in_place=False``):
-  it runs on a *fork* that shares the cached tensors (a dynamic cache layer only ever replaces
-  its tensors, ``torch.cat`` on update and indexing on row selection, never writes into them),
-  so forking costs no copy of the keys and values.
+- **Forks.** :func:`cached_forward` extends the cache it is given; a continuation that must
+  leave the prompts' cache as it was runs on a :func:`fork`, which shares the cached tensors
+  (a dynamic cache layer only ever replaces its tensors, ``torch.cat`` on update and indexing
+  on row selection, never writes into them), so forking costs no copy of the keys and values.
 
 The reference for all of it is a plain forward of the whole sequence (``tests/`` and
 ``tslens doctor`` compare against one on every architecture tslens ships).
@@ -222,14 +222,11 @@ def run_prefix_packed(model, packed, width: int):
     (:class:`tslens.packing.PackedBatch`, prompts ``width`` wide), as the plain scorer runs
     them; returns the kept logits and the KV cache of the prompts alone (the answer columns
     dropped), ready for :func:`continue_prefix` with the matching :func:`left_pad` batch."""
-    from tslens.architecture import attention_masks
+    from tslens.packing import packed_inputs
 
-    device = model.cfg.device
-    positions = packed.positions.to(device)
     cache = new_cache()
-    mask = attention_masks(model, packed.mask.to(device), positions, positions)
-    logits = cached_forward(model, packed.ids.to(device), cache, mask, positions,
-                            logits_to_keep=packed.keep)  # fmt: skip
+    ids, masks, positions = packed_inputs(model, packed)
+    logits = cached_forward(model, ids, cache, masks, positions, logits_to_keep=packed.keep)
     cache.crop(width - packed.ids.shape[1])  # a negative count: drop the answer columns
     lengths = _lengths(cache, model.cfg.n_layers)
     if lengths != [width] * model.cfg.n_layers:
