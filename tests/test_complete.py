@@ -65,12 +65,12 @@ def test_branch_decoding_scores_its_answers_exactly(shipped, max_new_tokens):
 
 
 @pytest.mark.parametrize(
-    ("model_name", "mode", "trust"),
-    [("shipped", "stop", True), ("shipped", "length", True), ("shipped", "length", False),
-     ("gpt2", "stop", True), ("gpt2", "stop", False)],
+    ("model_name", "mode", "trust", "forward_batch"),
+    [("shipped", "stop", True, None), ("shipped", "length", True, 1),
+     ("shipped", "length", False, None), ("gpt2", "stop", True, 1), ("gpt2", "stop", False, None)],
 )  # fmt: skip
 def test_one_pass_tasks_solved_equals_the_three_pass_definition(
-    model_name, mode, trust, request, monkeypatch
+    model_name, mode, trust, forward_batch, request, monkeypatch
 ):
     import tslens.analyses.solved as solved_module
     from tslens.analyses.solved import score_and_solve
@@ -83,9 +83,45 @@ def test_one_pass_tasks_solved_equals_the_three_pass_definition(
     prompts = build_mixture_prompts(resolve_tasks("plus2,plus5"), None, 6, 20 if shipped else 8,
                                     seed=3, template=None if shipped else "spaced")  # fmt: skip
     texts, answers = [p.text for p in prompts], [p.answers for p in prompts]
-    logps, ends_by, solved = score_and_solve(model, texts, answers, batch_size=2,
-                                             complete_by=mode)  # fmt: skip
+    # forward_batch=1: the packed forwards of a batch run one prompt each, their caches stacked
+    options = dict(batch_size=3, complete_by=mode, forward_batch=forward_batch)
+    logps, ends_by, solved = score_and_solve(model, texts, answers, **options)
     plain = answer_logprobs(model, texts, answers)
     assert ends_by == mode and (logps - plain).abs().max() < 1e-4
     assert torch.equal(solved, tasks_solved(model, texts, answers, plain, complete_by=mode))
     assert not shipped or 0 < solved.sum() < solved.numel()  # the comparison can tell
+
+
+def test_answers_read_inside_their_newline_segments_equal_their_own_segments(gpt2):
+    # score_and_solve scores each answer inside its answer+newline segment where the tokenizer
+    # writes the newline after the answer's tokens; the reads must equal packing both.
+    from tslens.analyses.solved import _with_prefix_reads
+    from tslens.packing import forward_packed, pack_answers, read_packed
+    from tslens.scoring import answer_token_ids, pad_token_id, prompt_token_ids
+
+    texts, answers = ["a b c:", "one two three four:"], [[" x", " yy"], [" zzz", " w"]]
+    with_stop = [(*a, *(x + "\n" for x in a)) for a in answers]
+    prompt_ids = prompt_token_ids(gpt2, texts)
+    answer_ids = answer_token_ids(gpt2, texts, with_stop, prompt_ids)
+    pad = pad_token_id(gpt2)
+    both = pack_answers(prompt_ids, answer_ids, pad)
+    alone = pack_answers(prompt_ids, [a[2:] for a in answer_ids], pad)
+    with torch.inference_mode():
+        separate = read_packed(forward_packed(gpt2, both), both.reads, 2, 4, greedy=False)[0]
+        reads = _with_prefix_reads(alone.reads, 2)
+        shared = read_packed(forward_packed(gpt2, alone), reads, 2, 4, greedy=False)[0]
+    assert (separate - shared).abs().max() < 1e-5
+    assert (separate[:, :2] - shared[:, 2:]).abs().min() > 1e-3  # the two halves differ
+
+
+def test_beam_search_rows_do_not_depend_on_their_batch(gpt2):
+    # beams of many prompts share one tree-attention row each; one prompt at a time must agree
+    from tslens.complete import beam_search
+
+    texts = ["a b c:", "one two three four five:", "x:"]
+    together = beam_search(gpt2, texts, width=3, max_new_tokens=3, finish_at_max=True)
+    alone = [beam_search(gpt2, [t], width=3, max_new_tokens=3, finish_at_max=True)[0]
+             for t in texts]  # fmt: skip
+    for a, b in zip(together, alone, strict=True):
+        assert [c.text for c in a] == [c.text for c in b]
+        assert max(abs(x.logprob - y.logprob) for x, y in zip(a, b, strict=True)) < 1e-5

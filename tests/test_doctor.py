@@ -61,7 +61,7 @@ def _ignore_the_cache(monkeypatch):
 
 def test_every_check_passes_on_the_installed_libraries():
     checks = diagnose(plan={"gemma3": None, "gpt2": ("cached continuation", "beam search")})
-    assert len(checks) == 8
+    assert len(checks) == 9
     assert all(c.ok for c in checks), [c.line() for c in checks if not c.ok]
     assert all(0 <= c.max_delta <= 1e-4 for c in checks)
 
@@ -71,6 +71,7 @@ def test_a_continuation_without_the_prompt_fails_the_checks(monkeypatch):
     checks = {c.path: c for c in diagnose(plan=QUICK)}
     assert not checks["cached continuation"].ok and checks["cached continuation"].max_delta > 1e-3
     assert not checks["deletion rows"].ok and not checks["beam search"].ok
+    assert not checks["tasks solved"].ok
     assert checks["packed scoring"].ok  # packed scoring continues no cache
 
 
@@ -84,7 +85,7 @@ def test_a_cache_the_layers_never_see_is_refused_loudly(monkeypatch):
 def test_doctor_exit_status_and_lines(monkeypatch, capsys):
     assert main(["doctor", "--quick"]) == 0
     out = capsys.readouterr().out
-    assert "transformers" in out and "all 4 checks agree" in out
+    assert "transformers" in out and "all 5 checks agree" in out
     _corrupt_continuations(monkeypatch)
     assert main(["doctor", "--quick"]) == 1
     out = capsys.readouterr().out

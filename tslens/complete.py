@@ -17,7 +17,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tslens.batching import default_batch_size
-from tslens.engine.continuation import PrefixBatch, continue_prefix, fork, left_pad, run_prefix
+from tslens.engine.continuation import (
+    PrefixBatch,
+    continue_beams,
+    continue_prefix,
+    fork,
+    left_pad,
+    run_prefix,
+)
+from tslens.packing import logsumexp_inplace
 from tslens.resume import cached
 from tslens.scoring import pad_token_id, prompt_token_ids
 
@@ -146,30 +154,35 @@ def search_beams(
     ``max_new_tokens=m, finish_at_max=True`` (for ``m <= max_new_tokens``): up to step ``m``
     both searches keep the same beams, so one search serves both (the caller decides later
     which it needs); otherwise the second element is None.
+
+    A prompt's search ends when it has ``width`` finished beams and no alive beam can still
+    beat the ``width``-th (each prompt on its own, so its answers do not depend on its batch).
+
+    The beams of a prompt run side by side in the prompt's one row of the cache
+    (:func:`tslens.engine.continuation.continue_beams`).
     """
     device = logprobs.device
     n = logprobs.shape[0]
-    cache = fork(cache)
+    logits = logprobs.clone()  # scratch: each step's candidates are read from it in place
+    stop_ids = is_stop.nonzero()[:, 0].to(device)
+    cache = fork(cache)  # one row per prompt; its beams ride side by side in that row
     active = torch.arange(n, device=device)  # the prompts still searching, in cache-row order
+    sees = torch.zeros(n, 1, 0, dtype=torch.bool, device=device)  # [prompt, beam, cont]
     scores = torch.zeros(n, 1, device=device)
     seqs = torch.zeros(n, 1, 0, dtype=torch.long, device=device)
     finished: Found = [[] for _ in range(n)]
     snapshot: list | None = None if also_at_max is None else [None] * n
     for step in range(max_new_tokens):
         n_act, beams = scores.shape
-        total = scores[:, :, None] + logprobs.view(n_act, beams, -1)  # [active, beams, vocab]
-        vocab = total.shape[-1]
-        ends = is_stop.expand_as(total)
-        # Best candidates that end the answer now, and best that continue it.
-        end_scores, end_idx = total.masked_fill(~ends, -torch.inf).view(n_act, -1).topk(width, -1)
-        keep_score, keep_idx = total.masked_fill(ends, -torch.inf).view(n_act, -1).topk(width, -1)
-        keep_beam, keep_tok = keep_idx // vocab, keep_idx % vocab
+        (end_scores, end_beam, end_tok), (keep_score, keep_beam, keep_tok) = _candidates(
+            logits.view(n_act, beams, -1), scores, stop_ids, width
+        )
         prompts = active.tolist()
         for b, p in enumerate(prompts):
-            for score, idx in zip(end_scores[b].tolist(), end_idx[b].tolist(), strict=True):
+            for score, beam, tok in zip(end_scores[b].tolist(), end_beam[b].tolist(),
+                                        end_tok[b].tolist(), strict=True):  # fmt: skip
                 if score > -torch.inf:
-                    beam = idx // vocab
-                    finished[p].append((score, seqs[b, beam].tolist() + [idx % vocab],
+                    finished[p].append((score, seqs[b, beam].tolist() + [tok],
                                         scores[b, beam].item()))  # fmt: skip
         last = step == max_new_tokens - 1
         if (last and finish_at_max) or (snapshot is not None and step == also_at_max - 1):
@@ -191,18 +204,49 @@ def search_beams(
         if last or not going.any():
             break
         kept = going.nonzero()[:, 0]
-        rows = (kept[:, None] * beams + keep_beam[kept]).flatten()
-        cache.batch_select_indices(rows)
-        seqs = torch.cat([seqs.view(n_act * beams, -1)[rows].view(len(kept), width, -1),
+        if len(kept) < n_act:
+            cache.batch_select_indices(kept)
+        parents = keep_beam[kept]  # [prompt, width]: the beam each kept candidate extends
+        seqs = torch.cat([seqs[kept].gather(1, parents[..., None].expand(-1, -1, step)),
                           keep_tok[kept][..., None]], -1)  # fmt: skip
+        sees = sees[kept].gather(1, parents[..., None].expand(-1, -1, sees.shape[-1]))
         scores, active = keep_score[kept], active[kept]
-        prompt_rows = active.repeat_interleave(width)
-        logprobs = continue_prefix(
-            model, cache, batch, prompt_rows, keep_tok[kept].view(-1, 1), offset=step
-        )[:, -1]
+        logits = continue_beams(model, cache, batch, active, keep_tok[kept], sees, step)
+        # the tokens just fed are columns of the cache that each one's own beam sees from now on
+        new = torch.eye(width, dtype=torch.bool, device=device).expand(len(kept), -1, -1)
+        sees = torch.cat([sees, new], dim=-1)
     if snapshot is not None:  # prompts still searching at the end had stopped at step m too
         snapshot = [list(finished[p]) if s is None else s for p, s in enumerate(snapshot)]
     return finished, snapshot
+
+
+def _candidates(
+    logits: Float[Tensor, "prompt beam vocab"],
+    scores: Float[Tensor, "prompt beam"],
+    stop_ids: Int[Tensor, " stop"],
+    width: int,
+) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
+    """The ``width`` best candidates of one beam step that end the answer (a stop token) and
+    the ``width`` best that continue it, each as ``(score, beam, token)``, all ``[prompt, <=
+    width]``. ``logits`` (or log-probs) are normalised here and overwritten: the best of
+    ``beam × vocab`` is found among each beam's own best ``width``, so no ``[prompt, beam,
+    vocab]`` sum, mask or log-softmax is ever materialised (each costs about what the step's
+    unembedding costs on a 262k vocabulary)."""
+    n, beams, _ = logits.shape
+    flat = logits.view(n * beams, -1)
+    stops = flat[:, stop_ids]  # [row, stop]: read before they are masked out below
+    flat.index_fill_(-1, stop_ids, -torch.inf)
+    best, best_tok = flat.topk(width, dim=-1)  # [row, width]
+    norm = torch.logaddexp(logsumexp_inplace(flat), torch.logsumexp(stops, dim=-1)).view(
+        n, beams, 1
+    )
+    ends = scores[..., None] + stops.view(n, beams, -1) - norm  # [prompt, beam, stop]
+    end_scores, end_at = ends.view(n, -1).topk(min(width, ends[0].numel()), dim=-1)
+    end_beam, end_tok = end_at // len(stop_ids), stop_ids[end_at % len(stop_ids)]
+    keeps = scores[..., None] + best.view(n, beams, -1) - norm  # [prompt, beam, width]
+    keep_score, keep_at = keeps.view(n, -1).topk(width, dim=-1)
+    keep_tok = best_tok.view(n, -1).gather(1, keep_at)
+    return (end_scores, end_beam, end_tok), (keep_score, keep_at // width, keep_tok)
 
 
 def _done(found, alive_scores: Tensor, width: int) -> bool:

@@ -44,9 +44,11 @@ def pack_answers(
     answer_ids: Sequence[Sequence[list[int] | None]],
     pad_id: int,
     dtype: torch.dtype = torch.float32,
+    width: int | None = None,
 ) -> PackedBatch:
-    """Lay out prompts and answers for one forward pass (see :class:`PackedBatch`)."""
-    width = max(len(p) for p in prompt_ids)
+    """Lay out prompts and answers for one forward pass (see :class:`PackedBatch`), the
+    prompts left-padded to ``width`` (default: the longest)."""
+    width = width or max(len(p) for p in prompt_ids)
     segments = [sum(len(a) - 1 for a in ans if a is not None) for ans in answer_ids]
     total = width + max(segments)
     ids = torch.full((len(prompt_ids), total), pad_id, dtype=torch.long)
@@ -94,7 +96,7 @@ def forward_packed(model, packed: PackedBatch) -> Float[Tensor, "batch kept voca
     return model(ids, attention_mask=masks, position_ids=positions, logits_to_keep=packed.keep)
 
 
-def _logsumexp_(rows: Float[Tensor, "row vocab"], chunk: int = 64) -> Float[Tensor, " row"]:
+def logsumexp_inplace(rows: Float[Tensor, "row vocab"], chunk: int = 64) -> Float[Tensor, " row"]:
     """``logsumexp`` over the last axis (float32), computed in place chunk by chunk: ``rows``
     is overwritten (float32 rows) or copied a chunk at a time (other dtypes). Twice as fast
     as ``torch.logsumexp`` on a [1000, 262k] CPU tensor, which allocates a full copy."""
@@ -133,7 +135,7 @@ def read_packed(
     misses = torch.zeros_like(sums)
     if greedy:
         misses.index_put_((row, slot), (read.argmax(-1)[column] != tok).double(), accumulate=True)
-    token_lps = token_logits - _logsumexp_(read)[column]
+    token_lps = token_logits - logsumexp_inplace(read)[column]
     sums.index_put_((row, slot), token_lps.double(), accumulate=True)
     scored = torch.zeros_like(sums, dtype=torch.bool).index_put_((row, slot), torch.tensor(True))
     return sums, misses, scored

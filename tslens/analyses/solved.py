@@ -27,13 +27,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from tslens.batching import default_batch_size
 from tslens.complete import _ranked, _stop_tokens, search_beams
-from tslens.engine.continuation import left_pad, run_prefix_packed
+from tslens.engine.continuation import left_pad, run_prefix_packed, stack_caches
 from tslens.engine.rows import Row, score_rows
 from tslens.packing import pack_answers, read_packed
 from tslens.resume import cached
@@ -75,11 +75,14 @@ def score_and_solve(
     batch_size: int | None = None,
     progress: bool = False,
     complete_by: str | None = None,
+    forward_batch: int | None = None,
 ) -> tuple[Float[Tensor, "prompt k"], str, Bool[Tensor, "prompt k"]]:
     """log P(answer_k | prompt), how complete answers were found (``"stop"`` or ``"length"``)
     and whether each answer is among the K most likely complete answers (``width`` beams,
     default 2K), from one forward of each prompt; ``complete_by`` forces the completion mode
     (default: decided from P(newline) as :func:`tslens.analyses.mixture.complete_by` does).
+    A batch of ``batch_size`` prompts is searched together; its packed forwards take
+    ``forward_batch`` prompts each (default: the plain scorer's :func:`default_batch_size`).
     Same numbers as the three-pass :func:`tslens.analyses.mixture.tasks_solved`."""
     k = len(answers[0])
     width = width or 2 * k
@@ -103,7 +106,7 @@ def score_and_solve(
             chunk_texts = [prompts[i] for i in chunk]
 
             def compute(t=chunk_texts, p_ids=p_ids, a_ids=a_ids) -> dict:
-                return _solve_chunk(model, t, p_ids, a_ids, width, steps, longest)
+                return _solve_chunk(model, t, p_ids, a_ids, width, steps, longest, forward_batch)
 
             got = cached("solve", model, [p_ids, a_ids, width, steps, longest], compute)
             both[chunk] = torch.tensor(got["both"], dtype=torch.float64)
@@ -120,20 +123,55 @@ def score_and_solve(
     return logps, ends_by, logps >= kth
 
 
+def _extends(longer: list[int] | None, shorter: list[int] | None) -> bool:
+    return longer is not None and shorter is not None and longer[: len(shorter)] == shorter
+
+
+def _with_prefix_reads(reads: Int[Tensor, "read 4"], k: int) -> Int[Tensor, "read 4"]:
+    """The reads of ``k`` packed answers-with-newline (slots ``0..k-1``) as reads of ``2k``
+    answers: each answer without its newline (its segment's reads but the last, slots
+    ``0..k-1``) and with it (slots ``k..2k-1``). A segment's reads are consecutive."""
+    group = reads[:, 0] * k + reads[:, 3]
+    last = torch.ones(len(reads), dtype=torch.bool)
+    last[:-1] = group[1:] != group[:-1]
+    ended = reads.clone()
+    ended[:, 3] += k
+    return torch.cat([reads[~last], ended])
+
+
 @torch.inference_mode()
-def _solve_chunk(model, texts, prompt_ids, answer_ids, width: int, steps: int, longest: int):
+def _solve_chunk(
+    model, texts, prompt_ids, answer_ids, width: int, steps: int, longest: int,
+    forward_batch: int | None = None,
+):  # fmt: skip
     """One batch of prompts: their answers' log-probs (``both``, with and without the stop)
     and, per completion mode, each beam candidate's text and exact log-prob."""
     pad = pad_token_id(model)
     prefix = left_pad(prompt_ids, pad, model.cfg.device)
-    # the prompts and their answers in the plain scorer's one forward, keeping the prompts' cache
-    packed = pack_answers(prompt_ids, answer_ids, pad)
-    logits, cache = run_prefix_packed(model, packed, prefix.ids.shape[1])
-    first = torch.log_softmax(logits[:, 0].float(), dim=-1)  # before read_packed overwrites it
-    sums, _, scored = read_packed(logits, packed.reads, len(prompt_ids), len(answer_ids[0]),
-                                  greedy=False)  # fmt: skip
-    both = torch.where(scored, sums, float("-inf")).cpu()
-    del logits
+    columns = prefix.ids.shape[1]
+    # The prompts and their answers in the plain scorer's forwards, keeping the prompts' cache.
+    # Those run in the scorer's own (small) batches, all padded to one width so that their
+    # caches stack into one for the beam search, which wants many prompts per step.
+    size = forward_batch or default_batch_size(model, columns)
+    k = len(answer_ids[0]) // 2
+    # Where every answer + newline is written as the answer's tokens, then more, the answer is
+    # scored inside its newline segment (the same positions: one segment per answer, not two).
+    shared = all(_extends(ans[k + j], ans[j]) for ans in answer_ids for j in range(k))
+    segments = [ans[k:] for ans in answer_ids] if shared else answer_ids
+    firsts, sums, caches = [], [], []
+    for start in range(0, len(prompt_ids), size):
+        part = slice(start, start + size)
+        packed = pack_answers(prompt_ids[part], segments[part], pad, width=columns)
+        reads = _with_prefix_reads(packed.reads, k) if shared else packed.reads
+        logits, part_cache = run_prefix_packed(model, packed, columns)
+        firsts.append(torch.log_softmax(logits[:, 0].float(), dim=-1))  # read_packed overwrites
+        got, _, scored = read_packed(logits, reads, len(packed.ids), 2 * k, greedy=False)
+        sums.append(torch.where(scored, got, float("-inf")).cpu())
+        caches.append(part_cache)
+        del logits
+    first, both = torch.cat(firsts), torch.cat(sums)
+    cache = caches[0] if len(caches) == 1 else stack_caches(caches)
+    del caches
     is_stop = _stop_tokens(model.tokenizer, STOP).to(first.device)
     by_stop, by_length = search_beams(model, first, cache, prefix, is_stop, width, steps,
                                       also_at_max=longest)  # fmt: skip

@@ -24,7 +24,15 @@ from tslens.errors import TslensError
 LIBRARIES = ("torch", "transformers", "transformer-lens", "tokenizers", "accelerate")
 # The gate's subset: the continuation primitive and two of its users on the architecture with
 # the most conventions (sliding window, one KV head); seconds on 2 cores.
-QUICK = {"gemma3": ("packed scoring", "cached continuation", "deletion rows", "beam search")}
+QUICK = {
+    "gemma3": (
+        "packed scoring",
+        "cached continuation",
+        "deletion rows",
+        "beam search",
+        "tasks solved",
+    )
+}
 
 
 def versions() -> dict[str, str]:

@@ -12,7 +12,10 @@ prompts and returns the largest |Δ log p| between them:
   hooked forward per variant;
 - ``deletion rows``: prompts with tokens deleted, continued from the cache vs rebuilt;
 - ``beam search``: the beam's score of every complete answer it returns vs a forward of the
-  prompt and that answer's tokens.
+  prompt and that answer's tokens;
+- ``tasks solved``: one packed forward per prompt feeding the scores and the beam (caches of
+  several forwards stacked) vs the three passes (score, search, score the candidates): the
+  answers' log-probs, and the solved flags, which must be equal.
 
 :func:`run_checks` gives one :class:`Check` per path; ``tslens doctor`` prints them.
 """
@@ -169,6 +172,23 @@ def check_beam(model, texts, answers) -> float:
     return _delta(fast, slow) if fast else math.inf
 
 
+@torch.inference_mode()
+def check_solved(model, texts, answers) -> float:
+    from tslens.analyses.mixture import tasks_solved
+    from tslens.analyses.solved import score_and_solve
+    from tslens.scoring import answer_logprobs_naive
+
+    slow = answer_logprobs_naive(model, texts, answers)
+    worst = 0.0
+    for mode in ("stop", "length"):
+        fast, _, solved = score_and_solve(model, texts, answers, batch_size=len(texts),
+                                          complete_by=mode, forward_batch=1)  # fmt: skip
+        if not torch.equal(solved, tasks_solved(model, texts, answers, slow, complete_by=mode)):
+            return math.inf
+        worst = max(worst, _delta(fast.flatten().tolist(), slow.flatten().tolist()))
+    return worst
+
+
 CHECKS: dict[str, Callable] = {
     "packed scoring": check_scoring,
     "cached continuation": check_continuation,
@@ -176,6 +196,7 @@ CHECKS: dict[str, Callable] = {
     "batched head patching": check_head_patching,
     "deletion rows": check_deletions,
     "beam search": check_beam,
+    "tasks solved": check_solved,
 }
 
 

@@ -34,9 +34,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from tslens.architecture import attention_masks
 from tslens.errors import TslensError
 
 # The names a Hugging Face cache has gone by: the newest first.
@@ -173,6 +174,20 @@ def fork(cache, rows: Int[Tensor, " row"] | None = None):
     return forked
 
 
+def stack_caches(caches: Sequence) -> object:
+    """One cache holding the rows of ``caches`` one after the other (all of the same length;
+    the tensors are concatenated once, the caches themselves are left as they were)."""
+    stacked = fork(caches[0])
+    for index, layer in enumerate(getattr(stacked, "layers", ())):
+        parts = [cache.layers[index] for cache in caches]
+        layer.keys = torch.cat([part.keys for part in parts], dim=0)
+        layer.values = torch.cat([part.values for part in parts], dim=0)
+    rows = sum(cache.layers[0].keys.shape[0] for cache in caches) if caches[0].layers else 0
+    if not caches[0].layers or stacked.layers[0].keys.shape[0] != rows:
+        raise CacheAPIError(f"could not stack KV caches with {_versions()}")
+    return stacked
+
+
 def cached_forward(
     model,
     ids: Int[Tensor, "batch new"],
@@ -256,3 +271,37 @@ def continue_prefix(
     positions = batch.lengths[rows, None] + offset + torch.arange(new, device=rows.device)
     logits = cached_forward(model, tokens, cache, mask, positions)
     return torch.log_softmax(logits.float(), dim=-1)
+
+
+def continue_beams(
+    model,
+    cache,
+    batch: PrefixBatch,
+    prompts: Int[Tensor, " prompt"],
+    tokens: Int[Tensor, "prompt beam"],
+    sees: Bool[Tensor, "prompt beam cont"],
+    step: int,
+) -> Float[Tensor, "prompt beam vocab"]:
+    """Feed every beam of the cached prompts ``prompts`` of ``batch`` its next token at once,
+    the beams of a prompt side by side in that prompt's ONE row (tree attention): each beam's
+    token sees its prompt, the earlier tokens of its own beam (``sees``: which of the ``cont``
+    continuation columns already in the cache those are) and itself.
+
+    The cache holds one row per prompt of ``prompts`` (no copy of the prompt per beam: a beam
+    step reads and extends ``prompt × (pos + cont)`` keys, not ``prompt × beam × ...``) and
+    ``cont = step × beam`` continuation columns; it is extended in place by ``beam`` columns.
+    A step's tokens are at position ``len(prompt) + step``. Returns the logits
+    (float32), not normalised: the beam search reads its candidates from them in place.
+    """
+    n, beams = tokens.shape
+    device = tokens.device
+    new = torch.eye(beams, dtype=torch.bool, device=device).expand(n, beams, beams)
+    prompt = batch.mask[prompts].bool()[:, None, :].expand(n, beams, -1)
+    allow = torch.cat([prompt, sees, new], dim=-1)[:, None]  # [prompt, 1, beam, key]
+    mask = torch.zeros(allow.shape, device=device).masked_fill_(~allow, torch.finfo().min)
+    start = batch.lengths[prompts, None]
+    queries = (start + step).expand(n, beams)
+    steps = torch.arange(sees.shape[-1] + beams, device=device) // beams  # column -> its step
+    keys = torch.cat([batch.positions[prompts], start + steps], dim=-1)
+    masks = attention_masks(model, mask, queries, keys)
+    return cached_forward(model, tokens, cache, masks, queries).float()
