@@ -44,7 +44,7 @@ def bench_probs_end_to_end(quick: bool, model_name: str | None = None) -> dict:
     three_pass = time.perf_counter() - start
     return {
         "metric": "probs_end_to_end",
-        "model_name": name,
+        "model": name,  # not the --model default: this metric is about Gemma
         "n_prompts": n_prompts,
         "n_examples": n_examples,
         "no_solved_s": round(no_solved, 2),

@@ -128,3 +128,13 @@ def test_the_fork_shares_tensors_and_leaves_the_prompts_cache_alone(tiny_char):
     continue_prefix(tiny_char, forked, batch, rows, torch.tensor([[5], [6], [7]]))
     assert torch.equal(cache.layers[0].keys, keys) and cache.get_seq_length() == batch.ids.shape[1]
     assert forked.get_seq_length() == batch.ids.shape[1] + 1
+
+
+def test_the_first_run_checks_save_nothing_into_the_commands_out(fresh_cache, capsys):
+    """The gate runs inside the command's checkpointing: its batches must not land in --out
+    (a refused command would then leave a half-written directory behind)."""
+    out = fresh_cache.parent / "out"
+    status = main(["patch", "--tasks", "plus1,plus2", "--layers", "9", "--out", str(out)])
+    assert status == 2 and "layers 0.." in capsys.readouterr().err
+    assert len(list((fresh_cache / "doctor").iterdir())) == 1  # the checks did run
+    assert not out.exists()

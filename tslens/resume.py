@@ -164,6 +164,17 @@ def _run(state: Checkpoints, arguments: dict[str, Any]) -> Iterator[Checkpoints]
     shutil.rmtree(state.dir, ignore_errors=True)  # only reached when the run succeeded
 
 
+@contextmanager
+def suspended() -> Iterator[None]:
+    """Run the block with no active checkpoints: work that is not the command's own (the
+    exactness checks a first run does) must not save batches into the command's ``--out``."""
+    token = _ACTIVE.set(None)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
 def model_key(model) -> list[Any]:
     """What identifies a model's computation: name, shape, dtype and a few of its weights."""
     cfg = model.cfg

@@ -99,7 +99,10 @@ def ensure_checked(device: str | None = None) -> None:
     record = _record(device)
     if record.exists():
         return
-    checks = diagnose(device=device, plan=QUICK)
+    from tslens.resume import suspended
+
+    with suspended():  # the checks' batches are not the command's: keep them out of --out
+        checks = diagnose(device=device, plan=QUICK)
     failed = [c for c in checks if not c.ok]
     if failed:
         first = failed[0]
