@@ -1,6 +1,8 @@
 """Every subcommand against every family of bad input: sizes that cannot fit, devices that are
-not there, broken model files, broken saved artefacts. Each case must exit 2 with one line that
-names the problem, with no traceback, fast, and leave no output directory behind."""
+not there, broken model files, broken saved artefacts, and output locations that cannot be
+written (or hold another run's results). Each case must exit 2 with one line that names the
+problem, with no traceback, fast, and leave nothing behind: no output directory, no lock, no
+probe, no partial state."""
 
 import json
 import shutil
@@ -53,6 +55,13 @@ def files(tmp_path_factory) -> dict[str, Path]:
     for name, content in artefacts.items():
         (root / name).write_bytes(content)
         out[name] = root / name
+    other = root / "other-recipe-run" / "checkpoint"
+    other.mkdir(parents=True)
+    (other / "trainer.json").write_text(json.dumps({"step": 1, "recipe": {"steps": 7}}))
+    out["other-recipe-run"] = other.parent
+    out["trained"] = model_copy("trained")
+    (root / "empty-dir").mkdir()
+    out["empty-dir"] = root / "empty-dir"
     ckpt = root / "train-run" / "checkpoint"
     ckpt.mkdir(parents=True)
     (ckpt / "trainer.json").write_text("{}")
@@ -70,6 +79,27 @@ def _vectors_of_another_model(tmp_path: Path) -> Path:
     TaskVectors("other", ["plus1", "plus2"], torch.zeros(2, 7, 12), "resid_post", {}).save(path)
     return path
 
+
+# Each command that writes an --out directory, with arguments that would otherwise run.
+WRITERS = {
+    "probs": ["probs", *TASKS], "patch": ["patch", *TASKS], "heads": ["heads", *TASKS],
+    "ablate": ["ablate", *TASKS], "demos": ["demos", *TASKS],
+    "scale": ["scale", "--models", "tslens-char-3l4h", *TASKS], "decode": ["decode", *TASKS],
+    "evaluate": ["evaluate", *TASKS], "train": ["train", "--steps", "2", "--no-eval"],
+    "compare": ["compare", str(PACKAGED_MODELS / "tslens-char-3l4h" / "eval.json")],
+}  # fmt: skip
+OUT_CASES = [
+    ("{file}", "is a file, not a directory"),
+    ("{file}/sub", "lies below"),
+    ("/proc/self/tslens-out/x", "cannot be created"),
+]
+PATH_CASES = [
+    ("path", [*argv, "--out", out], message)
+    for argv in WRITERS.values() for out, message in OUT_CASES
+] + [
+    ("path", [*argv, "--out", "{finished}"], "already holds")
+    for name, argv in WRITERS.items() if name != "train"
+]  # fmt: skip
 
 CASES = [
     # --- sizes that cannot fit, refused before any prompt set or weights ---------------------
@@ -100,6 +130,8 @@ CASES = [
     ("size", ["train", "--steps", "0", "--out", "{out}"], ">= 1"),
     ("size", ["train", "--n-ctx", "8", "--out", "{out}"], "shorter than a training sequence"),
     ("size", ["train", "--d-model", "10", "--n-heads", "4", "--out", "{out}"], "divisible"),
+    ("size", ["probs", *TASKS, "--seed", "-1"], "--seed must be >= 0"),
+    ("size", ["patch", *TASKS, "--lambdas", "0:1:0"], "gives no lambda"),
     # --- devices that are not there ----------------------------------------------------------
     ("device", ["probs", *TASKS, "--device", "cuda"], NO_GPU),
     ("device", ["patch", *TASKS, "--device", "cuda:1"], NO_GPU),
@@ -120,6 +152,7 @@ CASES = [
     ("model", ["decode", *TASKS, "--model", "{garbage-weights}"], "cannot read model weights"),
     ("model", ["evaluate", *TASKS, "--model", "{bad-config}"], "cannot read model config"),
     ("model", ["probs", *TASKS, "--model", "{model.gguf}"], "not a readable GGUF file"),
+    ("model", ["probs", *TASKS, "--model", "{task.csv}"], "is a file, not a model directory"),
     # --- broken saved artefacts --------------------------------------------------------------
     ("file", ["patch", *TASKS, "--vectors", "{vectors.safetensors}", "--n-prompts", "2"],
      "cannot read task vectors"),
@@ -135,6 +168,18 @@ CASES = [
               "--no-eval", "--out", "{train-run}"], "cannot read checkpoint"),
     ("file", ["probs", "--tasks", "{task.csv},plus1"], "cannot read task file"),
     ("file", ["probs", *TASKS, "--out", "{partial}"], "partial run with other arguments"),
+    ("file", ["decode", "--prompt-file", "{empty-dir}"], "prompt file"),
+    ("file", ["train", "--recipe", "{empty-dir}", "--out", "{out}"], "Is a directory"),
+    ("file", ["compare", "{empty-dir}", "--out", "{out}"], "cannot read evaluation"),
+    # --- paths tslens writes: the wrong kind, below a file, unwritable, another run's --------
+    *PATH_CASES,
+    ("path", ["probs", *TASKS, "--out", "{finished-unrecorded}"], "no record of its arguments"),
+    ("path", ["patch", *TASKS, "--vectors", "{empty-dir}"], "is a directory, not a file"),
+    ("path", ["patch", *TASKS, "--vectors", "{file}/v.safetensors"], "its directory"),
+    ("path", ["patch", *TASKS, "--vectors", "/proc/self/v/v.safetensors"], "cannot be created"),
+    ("path", [*WRITERS["compare"], "--card", "{empty-dir}", "--out", "{out}"], "no README.md"),
+    ("path", [*WRITERS["train"], "--out", "{trained}"], "trained with another recipe"),
+    ("path", [*WRITERS["train"], "--out", "{other-recipe-run}"], "interrupted training run"),
 ]  # fmt: skip
 
 
@@ -148,7 +193,9 @@ def test_bad_input_is_one_line_and_exit_2(family, argv, message, files, tmp_path
     partial.mkdir(parents=True)
     (partial / "run.json").write_text(json.dumps({"seed": 99}))
     paths["partial"] = str(partial.parent)
+    paths.update(_finished_outputs(tmp_path))
     argv = [_fill(a, paths) for a in argv]
+    before = _tree(tmp_path), _tree(files["trained"]), _tree(files["other-recipe-run"])
     if "--out" not in argv:
         argv += ["--out", paths["out"]]
     start = time.perf_counter()
@@ -161,6 +208,32 @@ def test_bad_input_is_one_line_and_exit_2(family, argv, message, files, tmp_path
     assert seconds < 20, f"{argv} took {seconds:.1f} s to refuse"
     if argv[0] != "train" or family != "file":
         assert not (tmp_path / "out").exists()  # nothing half-written
+    assert before == (_tree(tmp_path), _tree(files["trained"]), _tree(files["other-recipe-run"]))
+
+
+def _finished_outputs(tmp_path: Path) -> dict[str, str]:
+    """A regular file, and two directories that hold every command's results: one recorded
+    as made with other arguments, one with no record (made by hand, or by an old version)."""
+    (tmp_path / "a-file").write_text("not a directory")
+    recorded, unrecorded = tmp_path / "finished", tmp_path / "finished-unrecorded"
+    for out in (recorded, unrecorded):
+        out.mkdir()
+        for command in WRITERS:
+            (out / f"{command}.json").write_text("{}")
+        (out / "eval.json").write_text("{}")
+    record = {command: {"seed": 99} for command in [*WRITERS, "evaluate"]}
+    (recorded / ".tslens-finished.json").write_text(json.dumps(record))
+    return {"file": str(tmp_path / "a-file"), "finished": str(recorded),
+            "finished-unrecorded": str(unrecorded)}  # fmt: skip
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int] | None]:
+    """Every path below ``root``, with a file's size and modification time (a directory's
+    own time changes when a check's probe or a lock comes and goes again)."""
+    return {
+        str(p): None if p.is_dir() else (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def _fill(arg: str, paths: dict[str, str]) -> str:
@@ -171,7 +244,39 @@ def _fill(arg: str, paths: dict[str, str]) -> str:
 
 def test_the_table_covers_every_family_and_every_long_command():
     families = {family for family, _, _ in CASES}
-    assert families == {"size", "device", "model", "file"} and len(CASES) >= 40
+    assert families == {"size", "device", "model", "file", "path"} and len(CASES) >= 80
     commands = {argv[0] for _, argv, _ in CASES}
     assert {"probs", "patch", "heads", "ablate", "demos", "scale", "decode", "evaluate",
             "train", "compare"} <= commands  # fmt: skip
+
+    for argv in WRITERS.values():  # every command that writes, against every kind of bad --out
+        for out, _ in OUT_CASES:
+            assert [*argv, "--out", out] in [c[1] for c in CASES]
+
+
+def test_an_unwritable_cache_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    (tmp_path / "cache").write_text("a file where the cache directory should be")
+    monkeypatch.setenv("TSLENS_CACHE", str(tmp_path / "cache"))
+    assert main(["probs", *TASKS, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "point TSLENS_CACHE at a writable directory" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_finished_results_are_replaced_by_the_same_run_and_refused_for_another(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["probs", *TASKS, "--n-prompts", "3", "--n-examples", "4", "--out", str(out)]
+    assert main(argv) == 0
+    first = (out / "probs.json").read_text()
+    assert main(argv) == 0  # the same arguments: re-run, same numbers
+    assert (out / "probs.json").read_text() == first
+    capsys.readouterr()
+    assert main([*argv, "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "seed differ" in err and "--overwrite" in err, err
+    assert (out / "probs.json").read_text() == first  # nothing touched
+    assert main([*argv, "--seed", "1", "--overwrite"]) == 0
+    assert (out / "probs.json").read_text() != first
+    assert main([*argv, "--seed", "1"]) == 0  # the record now names the new run
+    patch = ["patch", *TASKS, "--n-prompts", "2", "--lambdas", "0,1", "--no-geometry"]
+    assert main([*patch, "--out", str(out)]) == 0  # another command beside it is no conflict

@@ -102,13 +102,13 @@ def test_evaluate_and_compare_commands(tmp_path, tiny_char_dir, capsys):
     (card_dir / "README.md").write_text("# m\n\n## Study\n\nold\n\n## Files\n\nkeep\n")
     for _ in range(2):  # repeatable: the section is replaced, not appended again
         assert main(["compare", str(a / "eval.json"), "--title", "Study", "--note", "reading",
-                     "--card", str(card_dir), "--out", str(tmp_path / "c")]) == 0  # fmt: skip
+                     "--card", str(card_dir), "--out", str(tmp_path / "card")]) == 0  # fmt: skip
     card = (card_dir / "README.md").read_text()
     assert card.count("## Study") == 1 and "old" not in card and "reading" in card
     assert card.index("## Study") < card.index("## Files") and "keep" in card
     capsys.readouterr()
     for argv, message in [
-        (["evaluate", "--model", str(tiny_char_dir), "--out", str(a)], "--tasks"),
+        (["evaluate", "--model", str(tiny_char_dir), "--out", "x"], "--tasks"),
         (["evaluate", "--model", str(tiny_char_dir), "--pairs", "plus2/ret2", "--out", "x"],
          "one family"),
         (["compare", str(tmp_path / "nope.json"), "--out", "x"], "cannot read evaluation"),

@@ -18,3 +18,9 @@ def close_names(name: str, choices: Iterable[str], n: int = 4) -> str:
     """``"did you mean: a, b?"`` for the names in ``choices`` closest to ``name`` (or '')."""
     near = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
     return f"; did you mean: {', '.join(near)}?" if near else ""
+
+
+def differing(saved: dict, wanted: dict) -> str:
+    """``"seed, tasks"``: the keys whose values differ between two argument records, for the
+    line that refuses to mix a run with one of other arguments."""
+    return ", ".join(sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k)))

@@ -99,3 +99,39 @@ def read_toml(path: str | os.PathLike[str], what: str, hint: str = "") -> dict[s
 
     with reading(path, what, hint) as file:
         return tomllib.loads(file.read_text(encoding="utf-8"))
+
+
+def dir_write_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why tslens could not write into directory ``path`` (creating it if need be), as the
+    rest of a sentence that starts with the path ("is a file, not a directory"), or ``None``
+    when it can. Nothing is left behind: the check makes and removes one empty probe
+    directory in ``path`` or its nearest existing parent, because permission bits tell
+    nothing on read-only or virtual file systems, or to root."""
+    target = Path(path).expanduser()
+    if target.exists() and not target.is_dir():
+        return "is a file, not a directory"
+    parent = target
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"lies below {parent}, which is a file"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".tslens-probe-", dir=parent))
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        if parent == target:
+            return f"is not writable ({reason})"
+        return f"cannot be created: {parent} is not writable ({reason})"
+    return None
+
+
+def file_write_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why tslens could not write file ``path`` (atomically: a temporary file beside it,
+    then renamed), in the form of :func:`dir_write_problem`, or ``None`` when it can."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        return "is a directory, not a file"
+    problem = dir_write_problem(target.parent)
+    if problem is None:
+        return None
+    return f"cannot be written: its directory {target.parent} {problem}"

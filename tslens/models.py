@@ -90,6 +90,8 @@ def resolve_model(spec: str | None) -> tuple[str, bool]:
     if (PACKAGED_MODELS / spec / "config.json").exists():
         return str(PACKAGED_MODELS / spec), True
     path = Path(spec).expanduser()
+    if path.is_file():
+        raise TslensError(f"model {spec} is a file, not a model directory or a .gguf file")
     if path.is_dir():
         if not (path / "config.json").exists():
             raise TslensError(f"model directory {spec} has no config.json (not an HF checkpoint)")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tslens.errors import TslensError
+from tslens.errors import TslensError, differing
 from tslens.io import atomic_path
 
 PARTIAL = ".tslens-partial"
@@ -119,13 +119,14 @@ def checkpointing(out: str | os.PathLike[str], arguments: dict[str, Any]) -> Ite
     interruption it stays for the next run of the same command."""
     state = Checkpoints(Path(out))
     created = not state.out.exists()
+    found = state.dir.exists()  # another run's partial state: refused or resumed, never dropped
     state.out.mkdir(parents=True, exist_ok=True)
     try:
         with _locked(state.out):
             yield from _run(state, arguments)
     finally:
         batches = [p for p in state.dir.glob("*") if p.name != "run.json"]
-        if not batches:  # nothing to resume: leave no partial state that would refuse a re-run
+        if not batches and not found:  # nothing to resume: leave no state to refuse a re-run
             shutil.rmtree(state.dir, ignore_errors=True)
         if (
             created
@@ -145,11 +146,10 @@ def _run(state: Checkpoints, arguments: dict[str, Any]) -> Iterator[Checkpoints]
         except (OSError, ValueError):
             saved = None
         if saved != wanted:
-            before = saved if isinstance(saved, dict) else {}
-            changed = sorted(k for k in set(wanted) | set(before) if before.get(k) != wanted.get(k))
+            changed = differing(saved, wanted) if isinstance(saved, dict) else ""
             raise TslensError(
                 f"{state.out} holds a partial run with other arguments ("
-                f"{', '.join(changed) or 'unreadable record'} differ); re-run that command to "
+                f"{changed or 'unreadable record'} differ); re-run that command to "
                 f"finish it, use another --out, or delete {state.dir}"
             )
     else:

@@ -24,7 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tslens.charlm import build_char_model
-from tslens.errors import TslensError
+from tslens.errors import TslensError, differing
 from tslens.io import read_toml, reading, write_json_atomic
 from tslens.synthetic import IGNORE, Corruption, parse_task, sequence_length, synthetic_batch
 
@@ -177,22 +177,63 @@ def _load_checkpoint(out: Path, model, optimizer) -> dict | None:
             idx, name = key.split(".", 1)
             state["state"].setdefault(int(idx), {})[name] = tensor
         optimizer.load_state_dict(state)
-        return json.loads((ckpt / "trainer.json").read_text())
+        log = json.loads((ckpt / "trainer.json").read_text())
+        log.pop("recipe", None)  # what _refuse_another_run compared; not part of the log
+        return log
 
 
-def train(recipe: Recipe, out: str | Path, device: str = "cpu", progress: bool = True) -> Path:
+def _record(recipe: Recipe) -> dict:
+    return json.loads(json.dumps(asdict(recipe)))
+
+
+def _refuse_another_run(out: Path, recipe: Recipe, overwrite: bool) -> None:
+    """Refuse an ``out`` that holds another recipe's interrupted run or finished model (with
+    ``overwrite``: start over, dropping the interrupted run)."""
+    try:
+        saved = json.loads((out / "checkpoint" / "trainer.json").read_text()).get("recipe")
+    except (OSError, ValueError, AttributeError):
+        saved = None  # no checkpoint, or one of a version that did not record its recipe
+    if isinstance(saved, dict) and saved != _record(recipe):
+        if not overwrite:
+            raise TslensError(
+                f"{out} holds an interrupted training run of another recipe "
+                f"({differing(saved, _record(recipe))} differ); run that recipe again to finish "
+                "it, use another --out, or add --overwrite to start over"
+            )
+        shutil.rmtree(out / "checkpoint")
+    if overwrite or not (out / "model.safetensors").exists():
+        return
+    try:
+        other = _record(Recipe.from_toml(out / "recipe.toml"))
+        what = f"a model trained with another recipe ({differing(other, _record(recipe))} differ)"
+    except TslensError:
+        what = "a model that tslens train did not make (no readable recipe.toml)"
+    raise TslensError(
+        f"{out} already holds {what}; use another --out, or add --overwrite to train over it"
+    )
+
+
+def train(
+    recipe: Recipe,
+    out: str | Path,
+    device: str = "cpu",
+    progress: bool = True,
+    overwrite: bool = False,
+) -> Path:
     """Train (or resume) and write a Hugging Face checkpoint directory to ``out``.
 
     Returns ``out``, holding ``config.json``, ``model.safetensors``, tokenizer files,
     ``recipe.toml`` and ``train_log.json`` (loss per step overall and per task kind, wall time
     summed over resumed sessions, device). A directory whose run already finished with this
-    recipe is returned as it is.
+    recipe is returned as it is; one holding another recipe's model, or another recipe's
+    interrupted run, is refused (:class:`TslensError`) unless ``overwrite``.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if _finished(out, recipe):
         (out / "recipe.toml").write_text(recipe.to_toml())  # in this version's full form
         return out
+    _refuse_another_run(out, recipe, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = build_char_model(
         None,
         recipe.n_layers,
@@ -236,7 +277,7 @@ def train(recipe: Recipe, out: str | Path, device: str = "cpu", progress: bool =
         bar.set_postfix({k: f"{v[-1]:.3f}" for k, v in log["kind_losses"].items()})
         if (step + 1) % recipe.checkpoint_every == 0 and step + 1 < recipe.steps:
             log.update(step=step + 1, wall_s=time.perf_counter() - began)
-            _save_checkpoint(out, model, optimizer, log)
+            _save_checkpoint(out, model, optimizer, {**log, "recipe": _record(recipe)})
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

@@ -26,6 +26,7 @@ from tslens.cli import (
     train,
 )
 from tslens.cli.common import apply_model_defaults
+from tslens.cli.outputs import record_finished
 from tslens.cli.validate import validate
 from tslens.errors import TslensError
 from tslens.resume import checkpointing
@@ -67,7 +68,7 @@ EXIT_STATUS = {
 
 def _arguments(args: argparse.Namespace) -> dict:
     """What a resumed run must share with the partial one: every option but the output."""
-    skip = {"run", "argv", "out"}
+    skip = {"run", "argv", "out", "outputs", "overwrite"}
     return {k: v for k, v in sorted(vars(args).items()) if k not in skip}
 
 
@@ -88,11 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         args.argv = argv  # so results can state the command that made them
         apply_model_defaults(args)
-        validate(args)
+        validate(args, _arguments(args))
         if args.command not in RESUMABLE:
-            return args.run(args) or 0
-        with checkpointing(args.out, _arguments(args)) as state:
-            return args.run(args) or 0
+            status = args.run(args) or 0
+        else:
+            with checkpointing(args.out, _arguments(args)) as state:
+                status = args.run(args) or 0
+        if status == 0:
+            record_finished(args, _arguments(args))
+        return status
     except TslensError as err:
         _close_progress_bars()
         print(f"tslens: error: {err}", file=sys.stderr)

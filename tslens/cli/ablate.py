@@ -4,7 +4,6 @@ K-task mixture prompts, for K = 1..4 where the tasks exist."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from tslens.analyses.ablation_study import ablation_study
 from tslens.cli.common import (
@@ -15,6 +14,7 @@ from tslens.cli.common import (
     model_from_args,
     positive_int,
 )
+from tslens.cli.outputs import add_out_args
 from tslens.hooks.ablate import parse_head
 from tslens.io import write_json_atomic
 from tslens.report.heads import CONDITIONS, write_ablate_html
@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--n-random", type=positive_int, default=5, help="random-head draws")
     add_prompt_args(parser, 50)
     add_model_args(parser)
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    add_out_args(parser, ("ablate.json", "ablate.html"))
     parser.set_defaults(run=run)
 
 

@@ -16,6 +16,7 @@ from tslens.cli.common import (
     model_from_args,
     positive_int,
 )
+from tslens.cli.outputs import add_out_args
 from tslens.errors import TslensError
 from tslens.io import write_json_atomic
 from tslens.prompts import build_mixture_prompts, load_prompt_file, parse_weights
@@ -47,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--no-collapse", action="store_true", help="skip greedy/sampled collapse")
     add_model_args(parser)
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    add_out_args(parser, ("decode.json", "decode.html"))
     parser.set_defaults(run=run)
 
 

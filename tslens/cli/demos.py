@@ -5,7 +5,6 @@ attention from the answer position per head)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from tslens.analyses.demo_attention import attention_to_demonstrations, head_summary
 from tslens.analyses.demonstrations import demonstration_effects, demos_json
@@ -16,6 +15,7 @@ from tslens.cli.common import (
     default_n_examples,
     model_from_args,
 )
+from tslens.cli.outputs import add_out_args
 from tslens.hooks.ablate import parse_head
 from tslens.io import write_json_atomic
 from tslens.report.demos import write_demos_html
@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-attention", action="store_true", help="skip the heads' attention")
     add_prompt_args(parser, 50)
     add_model_args(parser)
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    add_out_args(parser, ("demos.json", "demos.html"))
     parser.set_defaults(run=run)
 
 

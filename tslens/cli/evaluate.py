@@ -10,6 +10,7 @@ from pathlib import Path
 from tslens.analyses.curves import SHARES
 from tslens.analyses.evaluation import evaluate_model
 from tslens.cli.common import TEMPLATE_HELP, add_model_args, model_from_args, positive_int
+from tslens.cli.outputs import add_out_args
 from tslens.errors import TslensError
 from tslens.io import read_json, write_json_atomic, write_text_atomic
 from tslens.models import resolve_model
@@ -33,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--template", default=None, help=TEMPLATE_HELP)
     add_model_args(parser)
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    add_out_args(parser, ("eval.json", "eval.html"))
     parser.set_defaults(run=run)
 
     compare = sub.add_parser(
@@ -43,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     compare.add_argument("evaluations", nargs="+", type=Path, help="eval.json files")
     compare.add_argument("--title", default="Model comparison")
-    compare.add_argument("--out", required=True, type=Path, help="output directory")
+    add_out_args(compare, ("compare.json", "compare.html"))
     compare.add_argument(
         "--card",
         type=Path,
@@ -110,9 +111,7 @@ def run_compare(args: argparse.Namespace) -> int:
     )
     write_evaluation_html(evaluations, args.out / "compare.html", args.title)
     if args.card:
-        card = args.card / "README.md"
-        if not card.exists():
-            raise TslensError(f"{args.card} has no README.md model card")
+        card = args.card / "README.md"  # checked before any work (tslens.cli.outputs)
         body = (
             f"`{'tslens ' + shlex.join(args.argv)}`\n\n" + (args.note + "\n\n" if args.note else "")
             + markdown_table(header, rows) + "\n\n"

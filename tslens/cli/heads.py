@@ -4,7 +4,6 @@ patching, AIE with function vectors) and each head's share of each task."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from tslens.analyses.heads import METHODS, attribute_heads, check_methods
 from tslens.cli.common import (
@@ -15,6 +14,7 @@ from tslens.cli.common import (
     model_from_args,
     positive_int,
 )
+from tslens.cli.outputs import add_out_args
 from tslens.io import write_json_atomic
 from tslens.report.heads import write_heads_html
 from tslens.tasks import resolve_tasks
@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     add_prompt_args(parser, 20)
     add_model_args(parser)
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    add_out_args(parser, ("heads.json", "heads.html"))
     parser.set_defaults(run=run)
 
 

@@ -18,6 +18,7 @@ from tslens.cli.common import (
     default_n_examples,
     model_from_args,
 )
+from tslens.cli.outputs import add_out_args
 from tslens.errors import TslensError
 from tslens.hooks.names import check_layers
 from tslens.io import write_json_atomic
@@ -53,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-geometry", action="store_true", help="skip LDA/PCA/t-SNE")
     add_model_args(parser)
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    add_out_args(parser, ("patch.json", "patch.html"))
     parser.set_defaults(run=run)
 
 
@@ -83,9 +84,11 @@ def parse_lambdas(spec: str) -> list[float]:
             values = [float(x) for x in spec.split(",")]
     except ValueError as err:
         raise TslensError(f"cannot read --lambdas {spec!r}: use 0:1:11 or 0,0.5,1") from err
+    if not values:
+        raise TslensError(f"--lambdas {spec!r} gives no lambda; use a count >= 1, e.g. 0:1:11")
     bad = [v for v in values if not 0 <= v <= 1]
-    if bad or not values:
-        raise TslensError(f"lambda must lie in [0, 1], got {bad[0] if bad else 'nothing'}")
+    if bad:
+        raise TslensError(f"lambda must lie in [0, 1], got {bad[0]}")
     return values
 
 

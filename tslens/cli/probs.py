@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from tslens.analyses.mixture import measure_mixture
 from tslens.cli.common import (
@@ -13,6 +12,7 @@ from tslens.cli.common import (
     model_from_args,
     positive_int,
 )
+from tslens.cli.outputs import add_out_args
 from tslens.io import write_json_atomic
 from tslens.prompts import build_mixture_prompts, parse_weights
 from tslens.report.mixture import write_mixture_html
@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--sampling", default="exact", choices=["exact", "iid"])
     parser.add_argument("--no-solved", action="store_true", help="skip the top-K beam search")
     add_model_args(parser)
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    add_out_args(parser, ("probs.json", "probs.html"))
     parser.set_defaults(run=run)
 
 

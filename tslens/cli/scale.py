@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from tslens.analyses.scaling import scale_study
 from tslens.cli.common import (
@@ -14,6 +13,7 @@ from tslens.cli.common import (
     model_from_args,
     positive_int,
 )
+from tslens.cli.outputs import add_out_args
 from tslens.errors import TslensError
 from tslens.io import write_json_atomic
 from tslens.prompts import build_mixture_prompts, parse_weights
@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="first-token probabilities too (default: when every model shares "
                         "a tokenizer; an error with different tokenizers)")  # fmt: skip
     add_model_args(parser, with_model=False)
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    add_out_args(parser, ("scale.json", "scale.html"))
     parser.set_defaults(run=run)
 
 

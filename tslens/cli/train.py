@@ -36,12 +36,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--no-eval", action="store_true", help="skip the final evaluation and model card"
     )
     parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train over a model (or an interrupted run) of another recipe in --out (without "
+        "it that directory is refused)",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         recipe = Recipe.from_toml(args.recipe) if args.recipe else Recipe()
+    except TslensError:
+        raise
     except (OSError, ValueError, TypeError) as err:
         raise TslensError(f"cannot read recipe {args.recipe}: {err}") from err
     overrides = {
@@ -77,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         resolve_tasks(pair)  # unknown or cross-family pairs fail now, not after training
         if len(pair) != 2:
             raise TslensError(f"an eval pair has two tasks, got {'/'.join(pair)}")
-    out = train(recipe, args.out, device=args.device)
+    out = train(recipe, args.out, device=args.device, overwrite=args.overwrite)
     print(f"trained {out} ({recipe.steps} steps); tasks: {', '.join(recipe.tasks)}")
     if args.no_eval:
         return 0

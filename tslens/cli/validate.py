@@ -1,11 +1,11 @@
-"""Every size a command asks for, checked against what the model and the tasks can supply
-*before* any prompt set is built, any weights are loaded or any forward runs.
+"""Every path and size a command asks for, checked *before* any prompt set is built, any
+weights are loaded or any forward runs.
 
-:func:`validate` is called by ``tslens.cli.main`` for every subcommand. It reads only the
-model's config and tokenizer (never its weights), builds the longest prompt the run will build
-and checks it against the model's context; layers, heads, beam widths and function-vector sizes
-against the model's shape. Each failure is one :class:`TslensError` line saying the limit.
-"""
+:func:`validate` is called by ``tslens.cli.main`` for every subcommand. It checks every path
+the run writes (:mod:`tslens.cli.outputs`); it reads only the model's config and tokenizer
+(never its weights), builds the longest prompt the run will build and checks it against the
+model's context; layers, heads, beam widths and function-vector sizes against the model's
+shape. Each failure is one :class:`TslensError` line saying the limit."""
 
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ from types import SimpleNamespace
 
 from safetensors import safe_open
 
+from tslens.cli.outputs import check_outputs
 from tslens.errors import TslensError
 from tslens.io import read_json, reading
 
 # Numeric options and the least value each accepts (checked whatever the model).
 MINIMUMS = {
     "n_prompts": 1, "n_examples": 1, "batch_size": 1, "width": 1, "max_new_tokens": 1,
-    "n_samples": 0, "n_random": 0, "fv_heads": 1, "accuracy_prompts": 1,
+    "n_samples": 0, "seed": 0, "n_random": 0, "fv_heads": 1, "accuracy_prompts": 1,
 }  # fmt: skip
 
 
@@ -137,9 +138,11 @@ def _check_model_sizes(args: argparse.Namespace, spec: str | None) -> None:
                               f"{n_heads}")  # fmt: skip
 
 
-def validate(args: argparse.Namespace) -> None:
-    """Check ``args`` (see the module docstring); raise :class:`TslensError` on the first
-    size that cannot work."""
+def validate(args: argparse.Namespace, arguments: dict) -> None:
+    """Check ``args`` (see the module docstring; ``arguments``: what a run's results record,
+    see :func:`tslens.cli.outputs.check_outputs`); raise :class:`TslensError` on the first
+    path or size that cannot work."""
+    check_outputs(args, arguments)
     _check_minimums(args)
     if getattr(args, "device", None) is not None:
         from tslens.models import check_device
