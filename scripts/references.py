@@ -23,7 +23,7 @@ MODULES = [
     "tslens.models", "tslens.pretrained", "tslens.gguf", "tslens.architecture", "tslens.tasks",
     "tslens.prompts", "tslens.scoring", "tslens.packing", "tslens.complete", "tslens.batching",
     "tslens.resume",
-    "tslens.io", "tslens.train", "tslens.hooks.capture", "tslens.hooks.patch",
+    "tslens.io", "tslens.recipe", "tslens.train", "tslens.hooks.capture", "tslens.hooks.patch",
     "tslens.hooks.ablate", "tslens.analyses.mixture", "tslens.analyses.curves",
     "tslens.analyses.evaluation", "tslens.analyses.task_vectors", "tslens.analyses.patching",
     "tslens.analyses.sweeps", "tslens.analyses.geometry", "tslens.analyses.logit_attribution",

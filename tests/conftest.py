@@ -10,6 +10,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TSLENS_DEBUG", "1")  # a bug in a CLI test shows its traceback
+os.environ.setdefault("TSLENS_QUIET", "1")  # stderr holds only what a test looks for
 
 
 @pytest.fixture(scope="session")

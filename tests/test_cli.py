@@ -170,3 +170,48 @@ def test_api_reference_is_generated_from_the_current_code():
     script = Path(__file__).resolve().parents[1] / "scripts" / "references.py"
     done = subprocess.run([sys.executable, str(script), "--check", "api"], capture_output=True)
     assert done.returncode == 0, "docs/api.md is stale: run python scripts/references.py"
+
+
+HEAVY = ("torch", "transformers", "transformer_lens", "plotly")
+IMPORTED = f"import sys; print([m for m in {HEAVY} if m in sys.modules])"
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "from tslens.cli import build_parser; build_parser().format_help()",
+        "from tslens.cli import main; main(['models'])",
+        "from tslens.cli import main; main(['tasks'])",
+        # bad input that needs no model: refused before torch is imported
+        "from tslens.cli import main; main(['probs', '--tasks', 'plus1,plus2', '--out', '{file}'])",
+        "from tslens.cli import main; main(['probs', '--tasks', 'plus1,plus2', '--seed', '-1', "
+        "'--out', '{out}'])",
+        "from tslens.cli import main; main(['probs', '--tasks', 'nope', '--out', '{out}'])",
+    ],
+    ids=["help", "models", "tasks", "out-is-a-file", "negative-seed", "unknown-task"],
+)
+def test_help_listings_and_model_free_refusals_import_no_torch(call, tmp_path):
+    (tmp_path / "file").write_text("")
+    code = call.format(file=tmp_path / "file", out=tmp_path / "out") + "; " + IMPORTED
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout + proc.stderr
+
+
+def test_the_parser_offers_every_head_method():
+    from tslens.analyses.heads import METHODS
+    from tslens.cli import heads
+
+    assert heads.METHODS == METHODS
+
+
+def test_a_command_says_what_it_is_doing_between_its_progress_bars(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TSLENS_QUIET"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tslens.cli", "probs", "--tasks", "plus2,plus5", "--n-prompts",
+         "2", "--n-examples", "4", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "tslens: loading tslens-char-3l4h" in proc.stderr
+    assert "scoring + beam search" in proc.stderr and "beam step" in proc.stderr
+    assert "solved (top-2)" in proc.stdout and "tasks solved per prompt" in proc.stdout

@@ -134,7 +134,19 @@ def test_the_first_run_checks_save_nothing_into_the_commands_out(fresh_cache, ca
     """The gate runs inside the command's checkpointing: its batches must not land in --out
     (a refused command would then leave a half-written directory behind)."""
     out = fresh_cache.parent / "out"
-    status = main(["patch", "--tasks", "plus1,plus2", "--layers", "9", "--out", str(out)])
-    assert status == 2 and "layers 0.." in capsys.readouterr().err
+    status = main(
+        [
+            "ablate",
+            "--tasks",
+            "plus1,plus2",
+            "--kind",
+            "resample",
+            "--n-prompts",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )  # fmt: skip  (refused after the model loads)
+    assert status == 2 and "at least 2 prompts" in capsys.readouterr().err
     assert len(list((fresh_cache / "doctor").iterdir())) == 1  # the checks did run
     assert not out.exists()

@@ -3,6 +3,7 @@ through the bridge and gives the logits of the model it was written from; corrup
 cache entries are refused or rebuilt; the grouped-query model runs every fast path exactly."""
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -57,9 +58,10 @@ def _logits(model, ids):
     return getattr(out, "logits", out)[0]
 
 
-def test_float32_gguf_converts_caches_and_matches_its_source(source, gguf_dir, cache, capsys):
+def test_float32_gguf_converts_caches_and_matches_its_source(source, gguf_dir, cache, caplog):
+    caplog.set_level(logging.INFO, "tslens")
     model = load_model(str(gguf_dir / "tiny.gguf"), device="cpu")
-    assert "converting tiny from GGUF" in capsys.readouterr().out
+    assert "converting tiny from GGUF" in caplog.text
     assert (model.cfg.n_heads, model.cfg.n_key_value_heads, model.cfg.n_layers) == (4, 2, 2)
     ids = prompt_token_ids(model, [TEXT])[0]
     assert ids[0] == model.tokenizer.bos_token_id  # the file says add_bos_token
@@ -70,8 +72,9 @@ def test_float32_gguf_converts_caches_and_matches_its_source(source, gguf_dir, c
     assert record["quantization"] == ["F32"] and record["dtype"] == "float32"
     assert record["add_bos"] is True and "model.safetensors" in record["files"]
     stamp = (entry / "model.safetensors").stat().st_mtime_ns
+    caplog.clear()
     load_model(str(gguf_dir / "tiny.gguf"), device="cpu")  # the second load is the cache's
-    assert "converting" not in capsys.readouterr().out
+    assert "converting" not in caplog.text
     assert (entry / "model.safetensors").stat().st_mtime_ns == stamp
     assert not [p for p in (cache / "gguf").iterdir() if p.name.startswith(".")]  # no leftovers
 
@@ -117,7 +120,7 @@ def test_a_truncated_or_foreign_file_is_one_line(gguf_dir, tmp_path, cache):
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "no-provenance"])
-def test_a_partial_or_corrupt_cache_entry_is_rebuilt(source, gguf_dir, cache, capsys, damage):
+def test_a_partial_or_corrupt_cache_entry_is_rebuilt(source, gguf_dir, cache, caplog, damage):
     load_model(str(gguf_dir / "tiny.gguf"), device="cpu")
     [entry] = list((cache / "gguf").iterdir())
     weights = entry / "model.safetensors"
@@ -129,9 +132,10 @@ def test_a_partial_or_corrupt_cache_entry_is_rebuilt(source, gguf_dir, cache, ca
         weights.write_bytes(bytes(data))
     else:
         (entry / PROVENANCE).unlink()  # what an interrupted conversion would look like
-    capsys.readouterr()
+    caplog.set_level(logging.INFO, "tslens")
+    caplog.clear()
     model = load_model(str(gguf_dir / "tiny.gguf"), device="cpu")
-    assert "converting" in capsys.readouterr().out
+    assert "converting" in caplog.text
     ids = prompt_token_ids(model, [TEXT])[0]
     assert (_logits(model, ids) - _logits(source, ids)).abs().max() <= 1e-5
 

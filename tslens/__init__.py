@@ -7,12 +7,33 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-from tslens.analyses.mixture import MixtureResult, measure_mixture, tasks_solved
 from tslens.errors import TslensError
-from tslens.models import load_model
-from tslens.prompts import MixturePrompt, build_mixture_prompts
-from tslens.scoring import answer_logprobs, answer_logprobs_naive
-from tslens.tasks import get_task, list_tasks, register_task, resolve_tasks
+
+# The public names, each imported from its module on first use (PEP 562), so that importing
+# tslens (the command line does, for --help) does not import torch and transformers.
+_LAZY = {
+    "MixtureResult": "tslens.analyses.mixture", "measure_mixture": "tslens.analyses.mixture",
+    "tasks_solved": "tslens.analyses.mixture", "load_model": "tslens.models",
+    "MixturePrompt": "tslens.prompts", "build_mixture_prompts": "tslens.prompts",
+    "answer_logprobs": "tslens.scoring", "answer_logprobs_naive": "tslens.scoring",
+    "get_task": "tslens.tasks", "list_tasks": "tslens.tasks", "register_task": "tslens.tasks",
+    "resolve_tasks": "tslens.tasks",
+}  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'tslens' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "MixturePrompt",

@@ -7,7 +7,7 @@ prefix KV cache (computed once) and advance all prompts' beams in one batched st
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -145,6 +145,7 @@ def search_beams(
     max_new_tokens: int,
     finish_at_max: bool = False,
     also_at_max: int | None = None,
+    status: Callable[[str], None] | None = None,
 ) -> tuple[Found, Found | None]:
     """The beam search itself, from prompts already run (``logprobs`` of their last position
     and their ``cache``, which stays as it was): per prompt, every finished beam as
@@ -153,7 +154,9 @@ def search_beams(
     ``also_at_max=m`` also returns what the search would have finished with
     ``max_new_tokens=m, finish_at_max=True`` (for ``m <= max_new_tokens``): up to step ``m``
     both searches keep the same beams, so one search serves both (the caller decides later
-    which it needs); otherwise the second element is None.
+    which it needs); otherwise the second element is None. ``status``, if given, is told
+    each step as it starts (``"beam step 3/8, 40 prompts searching"``: a progress bar's
+    postfix, so that a long batch is not silent).
 
     A prompt's search ends when it has ``width`` finished beams and no alive beam can still
     beat the ``width``-th (each prompt on its own, so its answers do not depend on its batch).
@@ -174,6 +177,8 @@ def search_beams(
     snapshot: list | None = None if also_at_max is None else [None] * n
     for step in range(max_new_tokens):
         n_act, beams = scores.shape
+        if status is not None:
+            status(f"beam step {step + 1}/{max_new_tokens}, {n_act} prompts searching")
         (end_scores, end_beam, end_tok), (keep_score, keep_beam, keep_tok) = _candidates(
             logits.view(n_act, beams, -1), scores, stop_ids, width
         )

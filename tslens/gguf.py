@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -30,6 +31,8 @@ from typing import Any
 
 from tslens.errors import TslensError
 from tslens.io import atomic_dir, cache_dir
+
+log = logging.getLogger(__name__)
 
 PROVENANCE = "tslens-provenance.json"
 # Bumped when a conversion's content or provenance changes: older cache entries are rebuilt.
@@ -247,7 +250,7 @@ def converted_dir(
     entry = cache_dir() / "gguf" / f"{name}-{digest[:12]}-{dtype}"
     if cached_entry_ok(entry):
         return entry
-    print(f"tslens: converting {name} from GGUF into {entry} (once)", flush=True)
+    log.info("converting %s from GGUF into %s (once)", name, entry)
     with tempfile.TemporaryDirectory(dir=_mkdir(cache_dir() / "gguf")) as scratch:
         if callable(gguf_path):
             file = gguf_path(Path(scratch))

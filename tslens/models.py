@@ -17,15 +17,17 @@ import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
-
-import torch
 
 from tslens.errors import TslensError, close_names
 from tslens.fixture import FIXTURE_NAME, build_gpt2_small_fixture
 from tslens.gguf import recorded_provenance
 from tslens.io import cache_dir
 from tslens.pretrained import PRETRAINED, gguf_file_dir
+
+if TYPE_CHECKING:
+    import torch
 
 PACKAGED_MODELS = Path(__file__).parent / "models"
 
@@ -35,7 +37,8 @@ SHIPPED_MODELS: dict[str, Callable[[], Path]] = {FIXTURE_NAME: build_gpt2_small_
 # model card): what every command runs on when --model is omitted.
 DEFAULT_MODEL = "tslens-char-3l4h"
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# The dtypes --dtype offers, by their torch names (this module imports torch only to load).
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def default_tasks(spec: str | None) -> str | None:
@@ -123,6 +126,8 @@ def check_device(device: str | None) -> None:
     deep inside torch): unknown names, CUDA without a GPU, a GPU index past the last one."""
     if device is None:
         return
+    import torch
+
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError) as err:
@@ -177,13 +182,14 @@ def load_model(
     Returns:
         The bridge, with ``bridge.tslens_name`` set to the spec it was loaded from.
     """
+    import torch
     from transformer_lens.model_bridge import TransformerBridge
 
     target, local = resolve_model(spec)
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise TslensError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-        dtype = DTYPES[dtype]
+        dtype = getattr(torch, dtype)
     _check_reachable(target, local)
     check_device(device)
     for placed in (device_map or {}).values() if isinstance(device_map, dict) else ():

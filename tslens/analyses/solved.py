@@ -24,7 +24,7 @@ answer) over every prompt, as before; the result is the same as the three-pass c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -106,7 +106,8 @@ def score_and_solve(
             chunk_texts = [prompts[i] for i in chunk]
 
             def compute(t=chunk_texts, p_ids=p_ids, a_ids=a_ids) -> dict:
-                return _solve_chunk(model, t, p_ids, a_ids, width, steps, longest, forward_batch)
+                return _solve_chunk(model, t, p_ids, a_ids, width, steps, longest, forward_batch,
+                                    status=bar.set_postfix_str)  # fmt: skip
 
             got = cached("solve", model, [p_ids, a_ids, width, steps, longest], compute)
             both[chunk] = torch.tensor(got["both"], dtype=torch.float64)
@@ -142,10 +143,11 @@ def _with_prefix_reads(reads: Int[Tensor, "read 4"], k: int) -> Int[Tensor, "rea
 @torch.inference_mode()
 def _solve_chunk(
     model, texts, prompt_ids, answer_ids, width: int, steps: int, longest: int,
-    forward_batch: int | None = None,
+    forward_batch: int | None = None, status: Callable[[str], None] = lambda _: None,
 ):  # fmt: skip
     """One batch of prompts: their answers' log-probs (``both``, with and without the stop)
-    and, per completion mode, each beam candidate's text and exact log-prob."""
+    and, per completion mode, each beam candidate's text and exact log-prob. ``status`` is
+    told each stage as it starts (a progress bar's postfix: a batch takes a while)."""
     pad = pad_token_id(model)
     prefix = left_pad(prompt_ids, pad, model.cfg.device)
     columns = prefix.ids.shape[1]
@@ -159,7 +161,9 @@ def _solve_chunk(
     shared = all(_extends(ans[k + j], ans[j]) for ans in answer_ids for j in range(k))
     segments = [ans[k:] for ans in answer_ids] if shared else answer_ids
     firsts, sums, caches = [], [], []
+    n_forwards = -(-len(prompt_ids) // size)
     for start in range(0, len(prompt_ids), size):
+        status(f"scoring forward {start // size + 1}/{n_forwards}")
         part = slice(start, start + size)
         packed = pack_answers(prompt_ids[part], segments[part], pad, width=columns)
         reads = _with_prefix_reads(packed.reads, k) if shared else packed.reads
@@ -174,7 +178,7 @@ def _solve_chunk(
     del caches
     is_stop = _stop_tokens(model.tokenizer, STOP).to(first.device)
     by_stop, by_length = search_beams(model, first, cache, prefix, is_stop, width, steps,
-                                      also_at_max=longest)  # fmt: skip
+                                      also_at_max=longest, status=status)  # fmt: skip
     ranked = {mode: [_ranked(model.tokenizer, f, width, STOP) for f in found]
               for mode, found in (("stop", by_stop), ("length", by_length))}  # fmt: skip
     found = [sorted({c[0] for mode in ranked for c in ranked[mode][p]}) for p in range(len(texts))]
@@ -199,6 +203,7 @@ def _solve_chunk(
     rescore = [(p, t, want) for p, row in enumerate(found)
                for t, want in zip(row, canonical[p], strict=True) if t not in exact[p]]  # fmt: skip
     if rescore:
+        status(f"scoring {len(rescore)} candidates the beams wrote otherwise")
         rows = [
             Row(p, len(prompt_ids[p]) - 1, prompt_ids[p][-1:], [want]) for p, _, want in rescore
         ]

@@ -7,6 +7,7 @@ Bad input ends with one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -29,7 +30,6 @@ from tslens.cli.common import apply_model_defaults
 from tslens.cli.outputs import record_finished
 from tslens.cli.validate import validate
 from tslens.errors import TslensError
-from tslens.resume import checkpointing
 
 SUBCOMMANDS = (
     models, tasks, probs, patch, heads, ablate, demos, scale, decode, train, evaluate, doctor,
@@ -81,9 +81,32 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
+class _StatusHandler(logging.Handler):
+    """The library's INFO messages (a model being loaded, converted or built, the first-run
+    checks) as ``tslens: ...`` lines on the current stderr, written around any progress bar.
+    Notebooks and library callers see them only if they configure logging themselves;
+    ``TSLENS_QUIET=1`` hides them (the test suite sets it; ``TQDM_DISABLE=1`` hides the bars)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"tslens: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_status() -> None:
+    logger = logging.getLogger("tslens")
+    if os.environ.get("TSLENS_QUIET") == "1":
+        logger.setLevel(logging.WARNING)
+        return
+    if not any(isinstance(h, _StatusHandler) for h in logger.handlers):
+        logger.addHandler(_StatusHandler(logging.INFO))
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``tslens`` with ``argv``; returns the exit status (:data:`EXIT_STATUS`)."""
     state = args = None
+    _show_status()
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
@@ -93,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command not in RESUMABLE:
             status = args.run(args) or 0
         else:
+            from tslens.resume import checkpointing
+
             with checkpointing(args.out, _arguments(args)) as state:
                 status = args.run(args) or 0
         if status == 0:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-from tslens.analyses.ablation_study import ablation_study
 from tslens.cli.common import (
     TASKS_HELP,
     add_model_args,
@@ -15,9 +14,7 @@ from tslens.cli.common import (
     positive_int,
 )
 from tslens.cli.outputs import add_out_args
-from tslens.hooks.ablate import parse_head
 from tslens.io import write_json_atomic
-from tslens.report.heads import CONDITIONS, write_ablate_html
 from tslens.tasks import resolve_tasks
 
 
@@ -45,6 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tslens.analyses.ablation import check_ablation
+    from tslens.analyses.ablation_study import ablation_study
+    from tslens.hooks.ablate import parse_head
+    from tslens.report.heads import CONDITIONS, write_ablate_html
 
     check_ablation(args.kind, args.scope)
     tasks = resolve_tasks(args.tasks)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 from tslens.errors import TslensError
 from tslens.models import DEFAULT_MODEL, DTYPES, default_tasks, load_model
 from tslens.pretrained import default_template
 
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+log = logging.getLogger("tslens.cli")
 TEMPLATE_HELP = (
     "arrow, spaced, qa, example, gt, or '{x}->{y}' (default: the model's own, else the tasks')"
 )
@@ -48,6 +50,7 @@ def model_from_args(args: argparse.Namespace, spec: str | None = None):
     from tslens.doctor import ensure_checked
 
     ensure_checked(args.device)
+    log.info("loading %s", spec or args.model or DEFAULT_MODEL)
     return load_model(
         spec or args.model,
         device=args.device,

@@ -6,9 +6,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tslens.analyses.collapse import generation_collapse
-from tslens.analyses.decoding import check_width, compare_decoders
-from tslens.analyses.mixture import complete_by, longest_answer_tokens
 from tslens.cli.common import (
     add_model_args,
     add_prompt_args,
@@ -20,7 +17,6 @@ from tslens.cli.outputs import add_out_args
 from tslens.errors import TslensError
 from tslens.io import write_json_atomic
 from tslens.prompts import build_mixture_prompts, load_prompt_file, parse_weights
-from tslens.report.decode import write_decode_html
 from tslens.tasks import resolve_tasks
 
 
@@ -53,6 +49,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tslens.analyses.collapse import generation_collapse
+    from tslens.analyses.decoding import check_width, compare_decoders
+    from tslens.analyses.mixture import complete_by, longest_answer_tokens
+    from tslens.report.decode import write_decode_html
+
     if args.temperature <= 0:
         raise TslensError(f"--temperature must be > 0, got {args.temperature}")
     tasks = None

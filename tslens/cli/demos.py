@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import argparse
 
-from tslens.analyses.demo_attention import attention_to_demonstrations, head_summary
-from tslens.analyses.demonstrations import demonstration_effects, demos_json
 from tslens.cli.common import (
     TASKS_HELP,
     add_model_args,
@@ -16,9 +14,7 @@ from tslens.cli.common import (
     model_from_args,
 )
 from tslens.cli.outputs import add_out_args
-from tslens.hooks.ablate import parse_head
 from tslens.io import write_json_atomic
-from tslens.report.demos import write_demos_html
 from tslens.tasks import resolve_tasks
 
 
@@ -43,6 +39,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tslens.analyses.demo_attention import attention_to_demonstrations, head_summary
+    from tslens.analyses.demonstrations import demonstration_effects, demos_json
+    from tslens.hooks.ablate import parse_head
+    from tslens.report.demos import write_demos_html
+
     tasks = resolve_tasks(args.tasks)
     model = model_from_args(args)
     top = [parse_head(spec, model) for spec in args.heads.split(",") if spec.strip()]

@@ -7,17 +7,13 @@ import argparse
 import shlex
 from pathlib import Path
 
-from tslens.analyses.curves import SHARES
-from tslens.analyses.evaluation import evaluate_model
 from tslens.cli.common import TEMPLATE_HELP, add_model_args, model_from_args, positive_int
 from tslens.cli.outputs import add_out_args
 from tslens.errors import TslensError
 from tslens.io import read_json, write_json_atomic, write_text_atomic
 from tslens.models import resolve_model
-from tslens.report.card import markdown_table, set_card_section
-from tslens.report.evaluation import curve_table_markdown, summary_rows, write_evaluation_html
+from tslens.recipe import Recipe
 from tslens.tasks import resolve_tasks
-from tslens.train import Recipe
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -63,6 +59,10 @@ def _recipe_of(spec: str | None) -> Recipe | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tslens.analyses.curves import SHARES
+    from tslens.analyses.evaluation import evaluate_model
+    from tslens.report.evaluation import write_evaluation_html
+
     recipe = _recipe_of(args.model)
     tasks = args.tasks or (",".join(recipe.tasks) if recipe else None)
     if args.pairs:
@@ -96,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from tslens.report.card import markdown_table, set_card_section
+    from tslens.report.evaluation import curve_table_markdown, summary_rows, write_evaluation_html
+
     evaluations = []
     for path in args.evaluations:
         evaluations.append(read_json(path, "evaluation", "pass eval.json files of tslens evaluate"))
@@ -127,6 +130,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def _print_table(evaluations: list[dict]) -> None:
+    from tslens.report.evaluation import summary_rows
+
     header, rows = summary_rows(evaluations)
     print("  ".join(header))
     for row in rows:

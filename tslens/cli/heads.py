@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-from tslens.analyses.heads import METHODS, attribute_heads, check_methods
 from tslens.cli.common import (
     TASKS_HELP,
     add_model_args,
@@ -16,8 +15,11 @@ from tslens.cli.common import (
 )
 from tslens.cli.outputs import add_out_args
 from tslens.io import write_json_atomic
-from tslens.report.heads import write_heads_html
 from tslens.tasks import resolve_tasks
+
+# tslens.analyses.heads.METHODS, written out so that building the parser imports no torch
+# (tests/test_cli.py checks that they agree).
+METHODS = ("dla", "patch", "aie")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--tasks", default=None, help=TASKS_HELP.format("one or more tasks of one family: A,B")
     )
-    parser.add_argument("--method", default=",".join(METHODS), help="any of dla,patch,aie")
+    parser.add_argument("--method", default=",".join(METHODS), help=f"any of {','.join(METHODS)}")
     parser.add_argument(
         "--fv-heads", type=positive_int, default=None,
         help="heads in a function vector (default: min(10, all heads / 4))",
@@ -44,6 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tslens.analyses.heads import attribute_heads, check_methods
+    from tslens.report.heads import write_heads_html
+
     methods = check_methods([m.strip() for m in args.method.split(",") if m.strip()])
     tasks = resolve_tasks(args.tasks)
     model = model_from_args(args)

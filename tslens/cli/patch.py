@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from tslens.analyses.geometry import vector_geometry
-from tslens.analyses.sweeps import lambda_points, patch_sweep, simplex_path
-from tslens.analyses.task_vectors import TaskVectors, task_vectors
 from tslens.cli.common import (
     TASKS_HELP,
     add_model_args,
@@ -20,10 +16,11 @@ from tslens.cli.common import (
 )
 from tslens.cli.outputs import add_out_args
 from tslens.errors import TslensError
-from tslens.hooks.names import check_layers
 from tslens.io import write_json_atomic
-from tslens.report.patch import write_patch_html
 from tslens.tasks import resolve_tasks
+
+if TYPE_CHECKING:
+    import torch
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -79,7 +76,8 @@ def parse_lambdas(spec: str) -> list[float]:
     try:
         if ":" in spec:
             start, stop, count = spec.split(":")
-            values = torch.linspace(float(start), float(stop), int(count)).tolist()
+            a, b, n = float(start), float(stop), int(count)
+            values = [a + (b - a) * i / (n - 1) for i in range(n)] if n > 1 else [a] * n
         else:
             values = [float(x) for x in spec.split(",")]
     except ValueError as err:
@@ -93,12 +91,20 @@ def parse_lambdas(spec: str) -> list[float]:
 
 
 def sweep_points(lambdas: list[float], k: int) -> torch.Tensor:
+    from tslens.analyses.sweeps import lambda_points, simplex_path
+
     if k == 2:
         return lambda_points(lambdas)
     return simplex_path([1 / k] * k, [0.0] + [1 / (k - 1)] * (k - 1), lambdas)
 
 
 def run(args: argparse.Namespace) -> int:
+    from tslens.analyses.geometry import vector_geometry
+    from tslens.analyses.sweeps import patch_sweep
+    from tslens.analyses.task_vectors import TaskVectors, task_vectors
+    from tslens.hooks.names import check_layers
+    from tslens.report.patch import write_patch_html
+
     tasks = resolve_tasks(args.tasks)
     if len(tasks) < 2:
         raise TslensError("a patch sweep needs at least two tasks (--tasks A,B)")

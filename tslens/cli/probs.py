@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from tslens.analyses.mixture import measure_mixture
 from tslens.cli.common import (
     TASKS_HELP,
     TEMPLATE_HELP,
@@ -15,7 +14,6 @@ from tslens.cli.common import (
 from tslens.cli.outputs import add_out_args
 from tslens.io import write_json_atomic
 from tslens.prompts import build_mixture_prompts, parse_weights
-from tslens.report.mixture import write_mixture_html
 from tslens.tasks import resolve_tasks
 
 
@@ -41,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tslens.analyses.mixture import measure_mixture
+    from tslens.report.mixture import write_mixture_html
+
     tasks = resolve_tasks(args.tasks)
     weights = parse_weights(args.weights, len(tasks))
     # Validate the prompt settings before spending time on loading the model.
@@ -64,13 +65,23 @@ def run(args: argparse.Namespace) -> int:
     write_json_atomic(args.out / "probs.json", result.to_json())
     write_mixture_html(result, args.out / "probs.html")
     summary = result.summary()
-    print(f"{'task':<20} {'weight':>7} {'P(answer)':>10} {'normalised':>10}")
+    k_top = len(result.tasks)
+    solved = summary.get("solved")
+    print(f"{'task':<20} {'weight':>7} {'P(answer)':>10} {'normalised':>10}"
+          + (f" {f'solved (top-{k_top})':>16}" if solved else ""))  # fmt: skip
     for k, name in enumerate(result.tasks):
         print(
             f"{name:<20} {weights[k]:>7.3f} {summary['mean_probs'][k]:>10.4f} "
-            f"{summary['normalized'][k]:>10.4f}"
+            f"{summary['normalized'][k]:>10.4f}" + (f" {solved[k]:>16.2f}" if solved else "")
         )
     print(f"{'other':<20} {'':>7} {summary['other']:>10.4f}")
+    if solved:
+        print(
+            f"tasks solved per prompt: {summary['mean_tasks_solved']:.2f} of {k_top} (a task is "
+            f"solved when its answer is among the {k_top} most likely complete answers)"
+        )
+    else:
+        print("tasks solved: not computed (--no-solved skips its beam search)")
     n_all = round(summary["all_answers_share"] * len(result.prompts))
     gap = summary["last_demo_gap"]
     print(

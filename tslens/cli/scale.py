@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from tslens.analyses.scaling import scale_study
 from tslens.cli.common import (
     TASKS_HELP,
     add_model_args,
@@ -17,7 +16,6 @@ from tslens.cli.outputs import add_out_args
 from tslens.errors import TslensError
 from tslens.io import write_json_atomic
 from tslens.prompts import build_mixture_prompts, parse_weights
-from tslens.report.scale import weights_label, write_scale_html
 from tslens.tasks import resolve_tasks
 
 
@@ -49,6 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tslens.analyses.scaling import scale_study
+    from tslens.report.scale import weights_label, write_scale_html
+
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models:
         raise TslensError("--models is empty; pass M1,M2,...")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from tslens.tasks import list_tasks
 
 
@@ -16,6 +14,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
     rows = [t for t in list_tasks() if args.family in (None, t.family.name)]
     print(f"{'task':<20} {'family':<9} {'example':<34} description")
     for task in rows:

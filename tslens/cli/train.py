@@ -7,11 +7,9 @@ import shlex
 from dataclasses import fields, replace
 from pathlib import Path
 
-from tslens.charlm import check_architecture
 from tslens.errors import TslensError
-from tslens.report.trained import evaluate_trained
+from tslens.recipe import Recipe
 from tslens.tasks import resolve_tasks
-from tslens.train import Recipe, max_sequence_length, train
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +44,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tslens.charlm import check_architecture
+    from tslens.report.trained import evaluate_trained
+    from tslens.train import max_sequence_length, train
+
     try:
         recipe = Recipe.from_toml(args.recipe) if args.recipe else Recipe()
     except TslensError:

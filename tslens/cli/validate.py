@@ -53,7 +53,7 @@ def model_shape(spec: str | None) -> ModelShape | None:
     config = config.get("text_config", config)
     for weights in sorted(Path(target).glob("*.safetensors")):  # headers only: fast
         with reading(weights, "model weights", "restore or re-create the model directory"):
-            with safe_open(str(weights), framework="pt"):
+            with safe_open(str(weights), framework="numpy"):  # "pt" would import torch
                 pass
 
     def first(*keys: str) -> int | None:
@@ -100,14 +100,13 @@ def _check_context(shape: ModelShape, tokens: int, what: str) -> None:
 
 
 def _check_model_sizes(args: argparse.Namespace, spec: str | None) -> None:
-    from tslens.hooks.ablate import parse_head
     from tslens.models import load_tokenizer
     from tslens.tasks import resolve_tasks
 
+    tasks = resolve_tasks(args.tasks) if getattr(args, "tasks", None) else None
     shape = model_shape(spec)
     if shape is None:
         return
-    tasks = resolve_tasks(args.tasks) if getattr(args, "tasks", None) else None
     tokenizer = load_tokenizer(spec) if shape.n_ctx is not None else None
     if tasks is not None and tokenizer is not None and hasattr(args, "seed"):
         tokens = _longest_prompt_tokens(args, tokenizer, tasks)
@@ -121,9 +120,12 @@ def _check_model_sizes(args: argparse.Namespace, spec: str | None) -> None:
         _check_context(shape, 1 + tokens + args.max_new_tokens, f"a prompt of {args.prompt_file}")
     if getattr(args, "layers", None) not in (None, "all"):
         from tslens.cli.patch import parse_layers
+        from tslens.hooks.names import check_layers
 
-        parse_layers(args.layers, shape.n_layers)
+        check_layers(shape, parse_layers(args.layers, shape.n_layers))
     if getattr(args, "heads", "auto") != "auto":
+        from tslens.hooks.ablate import parse_head
+
         for head in args.heads.split(","):
             if head.strip():
                 parse_head(head, shape)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
@@ -20,6 +21,8 @@ from pathlib import Path
 from tslens.doctor.checks import Check, run_checks
 from tslens.doctor.tiny import KINDS, write_tiny
 from tslens.errors import TslensError
+
+log = logging.getLogger(__name__)
 
 LIBRARIES = ("torch", "transformers", "transformer-lens", "tokenizers", "accelerate")
 # The gate's subset: the continuation primitive and two of its users on the architecture with
@@ -101,6 +104,10 @@ def ensure_checked(device: str | None = None) -> None:
         return
     from tslens.resume import suspended
 
+    log.info(
+        "first run with these library versions: checking the fast paths against their plain "
+        "references (once, a few seconds; tslens doctor runs them all)"
+    )
     with suspended():  # the checks' batches are not the command's: keep them out of --out
         checks = diagnose(device=device, plan=QUICK)
     failed = [c for c in checks if not c.ok]
@@ -114,3 +121,4 @@ def ensure_checked(device: str | None = None) -> None:
             "check, and install the tested versions (pip install -c constraints.txt ...)"
         )
     write_json_atomic(record, {"versions": versions(), "checks": [c.path for c in checks]})
+    log.info("all %d checks agree with their references", len(checks))

@@ -11,9 +11,9 @@ from typing import Any
 
 from tslens.charlm import CHARS, SPECIAL
 from tslens.prompts import build_mixture_prompts
+from tslens.recipe import Recipe
 from tslens.report.evaluation import curve_table_markdown, summary_rows
 from tslens.tasks import get_task
-from tslens.train import Recipe
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

@@ -27,6 +27,7 @@ def decoder_figure(decoding: dict[str, Any]) -> go.Figure:
     )
     fig.update_layout(
         title=f"Task answers recovered per prompt (width {decoding['settings']['width']})",
+        xaxis_title="decoder",
         yaxis_title="answers recovered (mean)",
     )
     return fig
@@ -46,7 +47,8 @@ def collapse_figures(collapse: dict[str, Any]) -> list[go.Figure]:
     bars.update_layout(
         barmode="group",
         title="Probability mass at step 1 vs the tasks decoding completes",
-        yaxis_title="share",
+        xaxis_title="answer (task, other, or not finished)",
+        yaxis_title="share of prompts",
     )
     steps = go.Figure()
     for task in tasks:

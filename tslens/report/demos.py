@@ -34,7 +34,7 @@ def distance_figure(result: dict[str, Any]) -> go.Figure:
                            showlegend=k == 0),
                 row=1, col=k + 1,
             )  # fmt: skip
-    fig.update_xaxes(title_text="distance from the query (1 = last demonstration)")
+    fig.update_xaxes(title_text="distance from the query (1 = last demonstration)", dtick=1)
     fig.update_yaxes(title_text="P(intact) - P(deleted)", col=1)
     fig.update_layout(title="Which demonstrations feed each answer", height=420)
     return fig
@@ -51,7 +51,12 @@ def by_task_figure(result: dict[str, Any]) -> go.Figure:
                    texttemplate="%{text}")
     )  # fmt: skip
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(title="Deleting a whole task's demonstrations", height=360)
+    fig.update_layout(
+        title="Deleting a whole task's demonstrations: mean change of each answer's probability",
+        xaxis_title="answer probability that changes",
+        yaxis_title="demonstrations deleted",
+        height=360,
+    )
     return fig
 
 
@@ -63,7 +68,7 @@ def nearest_figure(result: dict[str, Any]) -> go.Figure:
         fig.add_trace(go.Scatter(x=x, y=entry["nearest"], name=task, mode="lines+markers"))
     fig.update_layout(
         title="P(answer) against the distance of the task's nearest demonstration",
-        xaxis_title="distance of the nearest demonstration of the task",
+        xaxis_dtick=1, xaxis_title="distance of the nearest demonstration of the task",
         yaxis_title="P(answer)", height=380,
     )  # fmt: skip
     return fig
@@ -80,7 +85,8 @@ def heads_figure(result: dict[str, Any], n: int = 6) -> go.Figure:
         fig.add_trace(go.Scatter(x=x, y=mass[::-1], name=f"L{layer}.H{head}", mode="lines"))
     fig.update_layout(
         title="Attention from the answer position to each demonstration",
-        xaxis_title="distance from the query", yaxis_title="attention mass", height=380,
+        xaxis_dtick=1, xaxis_title="distance from the query", yaxis_title="attention mass",
+        height=380,
     )  # fmt: skip
     return fig
 

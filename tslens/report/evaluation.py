@@ -59,7 +59,12 @@ def curves_figure(evaluations: Sequence[dict[str, Any]]) -> go.Figure:
             )
     fig.update_xaxes(title_text="share d of task-0 demonstrations")
     fig.update_yaxes(title_text="mean probability", range=[0, 1])
-    fig.update_layout(title="Mixture curves", height=480)
+    n = evaluations[0]["curves"][0].get("n_prompts")
+    over = f"{n} prompts" if n else "the prompts"
+    fig.update_layout(
+        title=f"Mixture curves (error bars: ± 1 s.e. of the mean over {over} at each share d)",
+        height=480,
+    )
     return fig
 
 
@@ -76,8 +81,9 @@ def accuracy_figure(evaluations: Sequence[dict[str, Any]]) -> go.Figure:
             )
         )
     fig.update_layout(
-        title="Single-task accuracy", yaxis_title="accuracy", yaxis_range=[0, 1], barmode="group"
-    )
+        title="Single-task accuracy", xaxis_title="task", yaxis_title="accuracy",
+        yaxis_range=[0, 1], barmode="group",
+    )  # fmt: skip
     return fig
 
 

@@ -69,6 +69,7 @@ def shares_figure(result: dict[str, Any], method: str, n: int = 16) -> go.Figure
     fig.update_layout(
         barmode="stack",
         title=f"{method}: each head's share of each task (heads by summed positive score)",
+        xaxis_title="head (layer.head), by summed positive score",
         yaxis_title="share of the head's positive score",
     )
     return fig
@@ -131,7 +132,7 @@ def ablation_bars(study: dict[str, Any]) -> go.Figure:
         color = "#999" if name == "other" else COLORS[k % len(COLORS)]
         fig.add_trace(go.Bar(x=list(CONDITIONS), y=values, name=name, marker_color=color))
     fig.update_layout(
-        barmode="group", yaxis_title="mean probability",
+        barmode="group", xaxis_title="heads ablated", yaxis_title="mean probability",
         title=f"{study['kind']} ablation ({study['scope']} position) of "
         f"{', '.join(study['tasks'])}",
     )  # fmt: skip

@@ -23,7 +23,7 @@ def mixture_bar(result: MixtureResult) -> go.Figure:
             x=names,
             y=means,
             error_y={"type": "data", "array": sems if n > 1 else None},
-            name="P(answer)",
+            name=f"mean P(answer) ± 1 s.e. over {n} prompts" if n > 1 else "P(answer)",
         )
     )
     fig.add_trace(
@@ -31,12 +31,13 @@ def mixture_bar(result: MixtureResult) -> go.Figure:
             x=result.tasks,
             y=result.weights,
             mode="markers",
-            name="weight",
+            name="in-context weight (share of demonstrations)",
             marker={"symbol": "line-ew-open", "size": 30, "color": "black"},
         )
     )
     fig.update_layout(
         title="Mean answer probability per task (bars) vs in-context weight",
+        xaxis_title="task (other: every answer but the tasks')",
         yaxis_title="probability",
         yaxis_range=[0, 1],
     )
@@ -52,8 +53,16 @@ def mixture_strip(result: MixtureResult) -> go.Figure:
                 y=result.probs[:, k].tolist(), name=name, boxpoints="all", jitter=0.4, pointpos=0
             )
         )
-    fig.update_layout(title="Per-prompt answer probabilities", yaxis_title="probability")
+    fig.update_layout(
+        title="Per-prompt answer probabilities (one point per prompt; box: quartiles)",
+        xaxis_title="task",
+        yaxis_title="P(answer)",
+    )
     return fig
+
+
+def _last_lines(text: str, n: int) -> str:
+    return "\n".join(text.split("\n")[-n:])
 
 
 def write_mixture_html(result: MixtureResult, path: str | os.PathLike[str]) -> Path:
@@ -67,7 +76,7 @@ def write_mixture_html(result: MixtureResult, path: str | os.PathLike[str]) -> P
     ]
     header = ["task", "weight", "mean P(answer)", "normalised"]
     if "solved" in s:
-        header.append("solved (top-K)")
+        header.append(f"solved (top-{len(result.tasks)})")
         rows = [[*r, v] for r, v in zip(rows, s["solved"], strict=True)]
     example = result.prompts[0]
     intro = (
@@ -81,7 +90,15 @@ def write_mixture_html(result: MixtureResult, path: str | os.PathLike[str]) -> P
         )
         + "</p>"
         + table_html(header, rows)
-        + f"<p class=note>first prompt's tail:</p><pre>{html.escape(example.text[-300:])}</pre>"
+        + (
+            f"<p class=note>solved (top-{len(result.tasks)}): share of prompts whose answer of "
+            f"the task is among the {len(result.tasks)} most likely complete answers (beam "
+            f"search); {s['mean_tasks_solved']:.2f} tasks solved per prompt.</p>"
+            if "solved" in s
+            else ""
+        )
+        + f"<p class=note>the first prompt ({len(example.demo_tasks)} demonstrations, then the "
+        f"query), its last four lines:</p><pre>{html.escape(_last_lines(example.text, 4))}</pre>"
     )
     return write_dashboard(
         path,

@@ -39,6 +39,7 @@ def heatmaps(sweep: dict[str, Any]) -> go.Figure:
         )
     fig.update_xaxes(title_text="lambda")
     fig.update_yaxes(title_text="layer", col=1)
+    fig.update_yaxes(dtick=1)  # layers are whole numbers
     fig.update_layout(title="Patched convex combination: answer probability by layer and lambda")
     return fig
 
@@ -107,6 +108,7 @@ def layer_accuracy(layer_sweep: dict[str, Any]) -> go.Figure:
     fig.update_layout(
         title="Pure task vectors by layer (dotted: zero-shot baseline, no patch)",
         xaxis_title="layer",
+        xaxis_dtick=1,
         yaxis_title="P(own answer)",
         yaxis_range=[0, 1],
     )
@@ -129,7 +131,11 @@ def geometry_scatter(geometry: dict[str, Any], layer: int, method: str = "lda") 
                 marker={"color": COLORS[n % len(COLORS)], "size": 6, "opacity": 0.7},
             )
         )
-    fig.update_layout(title=f"Task vectors at layer {layer} ({method.upper()})")
+    fig.update_layout(
+        title=f"Task vectors at layer {layer} ({method.upper()}), one point per prompt",
+        xaxis_title=f"{method.upper()} component 1",
+        yaxis_title=f"{method.upper()} component 2",
+    )
     return fig
 
 
@@ -153,6 +159,7 @@ def span_figure(geometry: dict[str, Any]) -> go.Figure:
     fig.update_layout(
         title="How far the mixture's vector lies from span{v_A, v_B}: ||m - Pm|| / ||m||",
         xaxis_title="layer",
+        xaxis_dtick=1,
         yaxis_title="relative residual",
     )
     return fig

@@ -58,6 +58,9 @@ def scale_figure(study: dict[str, Any]) -> go.Figure:
     for task in tasks:
         line(2, 2, [r["accuracy"][task] for r in rows], f"accuracy {task}")
     fig.update_xaxes(type="log", title_text="parameters")
+    for (r, c), title in {(1, 1): "P(answer)", (1, 2): "KL (nats)", (2, 1): "tasks solved",
+                          (2, 2): "accuracy"}.items():  # fmt: skip
+        fig.update_yaxes(title_text=title, row=r, col=c)
     fig.update_layout(height=800, title="Scaling: each metric vs model size")
     return fig
 

@@ -10,9 +10,9 @@ from typing import Any
 from tslens.analyses.evaluation import evaluate_model
 from tslens.io import write_json_atomic, write_text_atomic
 from tslens.models import load_model
+from tslens.recipe import Recipe
 from tslens.report.card import model_card
 from tslens.report.evaluation import write_evaluation_html
-from tslens.train import Recipe
 
 
 def evaluate_trained(out: str | Path, command: str, device: str = "cpu") -> dict[str, Any]:
