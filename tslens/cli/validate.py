@@ -10,6 +10,7 @@ shape. Each failure is one :class:`TslensError` line saying the limit."""
 from __future__ import annotations
 
 import argparse
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -107,6 +108,8 @@ def _check_model_sizes(args: argparse.Namespace, spec: str | None) -> None:
     shape = model_shape(spec)
     if shape is None:
         return
+    if shape.n_ctx is not None:
+        logging.getLogger("tslens.cli").info("checking the sizes with %s's tokenizer", shape.name)
     tokenizer = load_tokenizer(spec) if shape.n_ctx is not None else None
     if tasks is not None and tokenizer is not None and hasattr(args, "seed"):
         tokens = _longest_prompt_tokens(args, tokenizer, tasks)

@@ -35,8 +35,8 @@ def score_heatmaps(result: dict[str, Any], method: str) -> go.Figure:
             ),
             row=1, col=k + 1,
         )  # fmt: skip
-    fig.update_xaxes(title_text="head")
-    fig.update_yaxes(autorange="reversed")  # layer 0 at the top, in every panel
+    fig.update_xaxes(title_text="head", dtick=1)
+    fig.update_yaxes(autorange="reversed", dtick=1)  # layer 0 at the top, in every panel
     fig.update_yaxes(title_text="layer", col=1)
     fig.update_layout(title=f"{method}: {METHOD_TITLES[method]}")
     return fig
