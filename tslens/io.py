@@ -53,6 +53,12 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def json_form(obj: Any) -> Any:
+    """``obj`` as it reads back from JSON (tuples as lists, paths and other objects as
+    strings, keys sorted): what a saved record of arguments is compared with."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` atomically and return the path."""
     with atomic_path(path) as tmp:

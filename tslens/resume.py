@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from tslens.errors import TslensError, differing
-from tslens.io import atomic_path
+from tslens.io import atomic_path, json_form
 
 PARTIAL = ".tslens-partial"
 LOCK = ".tslens-lock"
@@ -139,7 +139,7 @@ def checkpointing(out: str | os.PathLike[str], arguments: dict[str, Any]) -> Ite
 def _run(state: Checkpoints, arguments: dict[str, Any]) -> Iterator[Checkpoints]:
     """Check or record the arguments, then make :func:`cached` use ``state``."""
     record = state.dir / "run.json"
-    wanted = json.loads(json.dumps(arguments, sort_keys=True, default=str))
+    wanted = json_form(arguments)
     if record.exists():
         try:
             saved = json.loads(record.read_text())

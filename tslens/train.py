@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from tslens.charlm import build_char_model
 from tslens.errors import TslensError, differing
-from tslens.io import reading, write_json_atomic
+from tslens.io import json_form, reading, write_json_atomic
 from tslens.recipe import Recipe
 from tslens.synthetic import IGNORE, Corruption, sequence_length, synthetic_batch
 
@@ -119,30 +119,27 @@ def _load_checkpoint(out: Path, model, optimizer) -> dict | None:
         return log
 
 
-def _record(recipe: Recipe) -> dict:
-    return json.loads(json.dumps(asdict(recipe)))
-
-
 def _refuse_another_run(out: Path, recipe: Recipe, overwrite: bool) -> None:
     """Refuse an ``out`` that holds another recipe's interrupted run or finished model (with
     ``overwrite``: start over, dropping the interrupted run)."""
+    wanted = json_form(asdict(recipe))
     try:
         saved = json.loads((out / "checkpoint" / "trainer.json").read_text()).get("recipe")
     except (OSError, ValueError, AttributeError):
         saved = None  # no checkpoint, or one of a version that did not record its recipe
-    if isinstance(saved, dict) and saved != _record(recipe):
+    if isinstance(saved, dict) and saved != wanted:
         if not overwrite:
             raise TslensError(
                 f"{out} holds an interrupted training run of another recipe "
-                f"({differing(saved, _record(recipe))} differ); run that recipe again to finish "
+                f"({differing(saved, wanted)} differ); run that recipe again to finish "
                 "it, use another --out, or add --overwrite to start over"
             )
         shutil.rmtree(out / "checkpoint")
     if overwrite or not (out / "model.safetensors").exists():
         return
     try:
-        other = _record(Recipe.from_toml(out / "recipe.toml"))
-        what = f"a model trained with another recipe ({differing(other, _record(recipe))} differ)"
+        other = json_form(asdict(Recipe.from_toml(out / "recipe.toml")))
+        what = f"a model trained with another recipe ({differing(other, wanted)} differ)"
     except TslensError:
         what = "a model that tslens train did not make (no readable recipe.toml)"
     raise TslensError(
@@ -214,7 +211,7 @@ def train(
         bar.set_postfix({k: f"{v[-1]:.3f}" for k, v in log["kind_losses"].items()})
         if (step + 1) % recipe.checkpoint_every == 0 and step + 1 < recipe.steps:
             log.update(step=step + 1, wall_s=time.perf_counter() - began)
-            _save_checkpoint(out, model, optimizer, {**log, "recipe": _record(recipe)})
+            _save_checkpoint(out, model, optimizer, {**log, "recipe": json_form(asdict(recipe))})
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

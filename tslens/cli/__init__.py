@@ -112,16 +112,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         args.argv = argv  # so results can state the command that made them
         apply_model_defaults(args)
-        validate(args, _arguments(args))
+        arguments = _arguments(args)  # before the run: what a later run's check compares
+        validate(args, arguments)
         if args.command not in RESUMABLE:
             status = args.run(args) or 0
         else:
             from tslens.resume import checkpointing
 
-            with checkpointing(args.out, _arguments(args)) as state:
+            with checkpointing(args.out, arguments) as state:
                 status = args.run(args) or 0
         if status == 0:
-            record_finished(args, _arguments(args))
+            record_finished(args, arguments)
         return status
     except TslensError as err:
         _close_progress_bars()

@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from tslens.errors import TslensError, differing
-from tslens.io import cache_dir, dir_write_problem, file_write_problem, write_json_atomic
+from tslens.io import (
+    cache_dir,
+    dir_write_problem,
+    file_write_problem,
+    json_form,
+    write_json_atomic,
+)
 
 FINISHED = ".tslens-finished.json"
 
@@ -91,7 +97,7 @@ def _check_finished(args: argparse.Namespace, arguments: dict[str, Any]) -> None
     if not present or args.overwrite:
         return
     saved = _finished_runs(args.out).get(args.command)
-    wanted = _jsonable(arguments)
+    wanted = json_form(arguments)
     if saved == wanted:
         return
     if isinstance(saved, dict):
@@ -105,14 +111,10 @@ def _check_finished(args: argparse.Namespace, arguments: dict[str, Any]) -> None
     )
 
 
-def _jsonable(arguments: dict[str, Any]) -> Any:
-    return json.loads(json.dumps(arguments, sort_keys=True, default=str))
-
-
 def record_finished(args: argparse.Namespace, arguments: dict[str, Any]) -> None:
     """Record in ``--out`` that this command finished with ``arguments``."""
     if getattr(args, "out", None) is None or not getattr(args, "outputs", None):
         return
     runs = _finished_runs(args.out)
-    runs[args.command] = _jsonable(arguments)
+    runs[args.command] = json_form(arguments)
     write_json_atomic(Path(args.out) / FINISHED, runs)

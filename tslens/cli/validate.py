@@ -21,6 +21,8 @@ from tslens.cli.outputs import check_outputs
 from tslens.errors import TslensError
 from tslens.io import read_json, reading
 
+log = logging.getLogger("tslens.cli")
+
 # Numeric options and the least value each accepts (checked whatever the model).
 MINIMUMS = {
     "n_prompts": 1, "n_examples": 1, "batch_size": 1, "width": 1, "max_new_tokens": 1,
@@ -108,9 +110,10 @@ def _check_model_sizes(args: argparse.Namespace, spec: str | None) -> None:
     shape = model_shape(spec)
     if shape is None:
         return
+    tokenizer = None
     if shape.n_ctx is not None:
-        logging.getLogger("tslens.cli").info("checking the sizes with %s's tokenizer", shape.name)
-    tokenizer = load_tokenizer(spec) if shape.n_ctx is not None else None
+        log.info("checking the sizes with %s's tokenizer", shape.name)
+        tokenizer = load_tokenizer(spec)
     if tasks is not None and tokenizer is not None and hasattr(args, "seed"):
         tokens = _longest_prompt_tokens(args, tokenizer, tasks)
         longest = tokens + (getattr(args, "max_new_tokens", 0) or 0)
