@@ -2,7 +2,7 @@
 
 Goal (issue 22): with tasks solved <= 1.5x the same run with ``--no-solved`` on Gemma-3-270M
 (100 prompts, 20 demonstrations of copy_op1/copy_op2). Both runs go through
-:func:`tslens.analyses.mixture.measure_mixture` in one process, the model loaded once, so the
+:func:`tslens.analyses.prompt.mixture.measure_mixture` in one process, the model loaded once, so the
 ratio is what a user waits for beyond the scoring. ``three_pass_s`` times the previous way
 (score, beam search from scratch, score the candidates again with the prompt) for reference.
 """
@@ -17,10 +17,10 @@ GEMMA = "gemma-3-270m"
 def bench_probs_end_to_end(quick: bool, model_name: str | None = None) -> dict:
     import torch
 
-    from tslens.analyses.mixture import measure_mixture, tasks_solved
-    from tslens.models import load_model
+    from tslens.analyses.prompt.mixture import measure_mixture, tasks_solved
+    from tslens.engine.scoring import answer_logprobs
     from tslens.prompts import build_mixture_prompts
-    from tslens.scoring import answer_logprobs
+    from tslens.sources.loader import load_model
     from tslens.tasks import resolve_tasks
 
     name = model_name or GEMMA

@@ -20,19 +20,24 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from tslens.analyses.patching import SegmentLayout
-from tslens.architecture import attention_masks
+from tslens.engine.architecture import attention_masks
 from tslens.engine.continuation import left_pad
+from tslens.engine.lens import as_lens
+from tslens.engine.packing import pack_answers, read_packed
+from tslens.engine.patching import SegmentLayout
+from tslens.engine.scoring import (
+    answer_token_ids,
+    default_batch_size,
+    prompt_token_ids,
+)
 from tslens.hooks.entry import staggered_entry
-from tslens.packing import pack_answers, read_packed
-from tslens.scoring import answer_token_ids, default_batch_size, pad_token_id, prompt_token_ids
 
 
 def plain_model(spec: str) -> nn.Module:
     """A plain Hugging Face copy of the model tslens loads as ``spec`` (float32, CPU)."""
     from transformers import AutoModelForCausalLM
 
-    from tslens.models import resolve_model
+    from tslens.sources.loader import resolve_model
 
     target, _ = resolve_model(spec)
     return AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32).eval()
@@ -65,7 +70,7 @@ def scoring_floor(plain: nn.Module, model, texts, answers) -> Tensor:
     for start in range(0, len(order), size):
         chunk = order[start : start + size]
         packed = pack_answers([prompt_ids[i] for i in chunk], [answer_ids[i] for i in chunk],
-                              pad_token_id(model))  # fmt: skip
+                              as_lens(model).pad_id)  # fmt: skip
         masks = attention_masks(model, packed.mask, packed.positions, packed.positions)
         logits = plain(packed.ids, attention_mask=masks, position_ids=packed.positions,
                        logits_to_keep=packed.keep).logits  # fmt: skip
@@ -152,7 +157,7 @@ def _sweep_floor(plain, model, texts, answers, entries: Tensor, enter, head_patc
     answer_ids = answer_token_ids(model, texts, answers, prompt_ids)
     out = torch.empty(len(texts), len(entries), len(answers[0]), dtype=torch.float64)
     for p, (ids, ans) in enumerate(zip(prompt_ids, answer_ids, strict=True)):
-        prefix = left_pad([ids[:-1]], pad_token_id(model), "cpu")
+        prefix = left_pad([ids[:-1]], as_lens(model).pad_id, "cpu")
         cache = plain(prefix.ids, attention_mask=prefix.mask, position_ids=prefix.positions,
                       past_key_values=DynamicCache(), logits_to_keep=1).past_key_values  # fmt: skip
         layout = SegmentLayout(model, prefix, [ids[-1]], [ans])
@@ -169,7 +174,7 @@ def _sweep_floor(plain, model, texts, answers, entries: Tensor, enter, head_patc
 
 
 def residual_sweep_floor(plain, model, texts, answers, layers: Tensor, vectors: Tensor):
-    """Floor of :func:`tslens.analyses.patching.patched_answer_logprobs` for replace-mode
+    """Floor of :func:`tslens.engine.patching.patched_answer_logprobs` for replace-mode
     ``resid_post`` variants ``(layers[v], vectors[v])``: [prompt, variant, k] float64."""
     entries = layers + 1  # the patched vector is the final token's residual entering l + 1
 

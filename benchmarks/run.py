@@ -43,9 +43,10 @@ def timed(fn: Callable[[], object], repeats: int = 1) -> tuple[float, object]:
 def bench_score_k4(quick: bool) -> dict:
     """Exact answer probabilities, K=4 multi-token answers: shared-prefix batched scorer vs one
     full forward per prompt+answer (GPT-2-small fixture)."""
-    from tslens.models import load_model
+    from tslens._reference import answer_logprobs_naive
+    from tslens.engine.scoring import answer_logprobs
     from tslens.prompts import build_mixture_prompts
-    from tslens.scoring import answer_logprobs, answer_logprobs_naive
+    from tslens.sources.loader import load_model
     from tslens.tasks import resolve_tasks
 
     model = load_model(MODEL, device="cpu")
@@ -96,9 +97,9 @@ def _plain():
 def bench_bridge_overhead(quick: bool) -> dict:
     """The same packed scoring forwards through the TransformerBridge and through the plain
     Hugging Face model it wraps (the scoring floor): ``ratio`` - 1 is what the bridge costs."""
-    from tslens.models import load_model
+    from tslens.engine.scoring import answer_logprobs
     from tslens.prompts import build_mixture_prompts
-    from tslens.scoring import answer_logprobs
+    from tslens.sources.loader import load_model
     from tslens.tasks import resolve_tasks
 
     model = load_model(MODEL, device="cpu")
@@ -153,12 +154,13 @@ def bench_patch_sweep(quick: bool) -> dict:
     prompt, variant and answer, and vs the floor (:func:`floors.residual_sweep_floor`).
     ``vs_clean_forward`` divides the sweep's time by one clean scoring forward of the same
     zero-shot query prompts."""
-    from tslens.analyses.patching import patched_answer_logprobs, patched_answer_logprobs_naive
-    from tslens.analyses.sweeps import lambda_points
+    from tslens._reference import patched_answer_logprobs_naive
+    from tslens.analyses.layer.sweeps import lambda_points
+    from tslens.engine.patching import patched_answer_logprobs
+    from tslens.engine.scoring import answer_logprobs
     from tslens.hooks.patch import convex_combination
-    from tslens.models import load_model
     from tslens.prompts import build_query_prompts
-    from tslens.scoring import answer_logprobs
+    from tslens.sources.loader import load_model
     from tslens.tasks import resolve_tasks
 
     model = load_model(MODEL, device="cpu")
@@ -212,8 +214,8 @@ def bench_capture_memory(quick: bool) -> dict:
     import transformer_lens.model_bridge  # noqa: F401 - imported before the baseline
     import transformers  # noqa: F401
 
-    from tslens.analyses.task_vectors import task_vectors
-    from tslens.models import load_model
+    from tslens.analyses.layer.task_vectors import task_vectors
+    from tslens.sources.loader import load_model
 
     before_model = _rss_bytes()
     model = load_model(MODEL, device="cpu")
@@ -244,10 +246,11 @@ def bench_head_patch(quick: bool) -> dict:
     into the shuffled-label prompts. Ours: every head a row of one batch over the cached
     prefix; baseline: one hooked forward of all prompts per head (what TransformerLens
     ``patching`` and the function-vector code do), with the same exact packed scoring."""
-    from tslens.analyses.heads import all_heads, final_z
-    from tslens.analyses.patching import patched_answer_logprobs, patched_answer_logprobs_loop
-    from tslens.models import load_model
+    from tslens._reference import patched_answer_logprobs_loop
+    from tslens.analyses.head.heads import all_heads, final_z
+    from tslens.engine.patching import patched_answer_logprobs
     from tslens.prompts import build_mixture_prompts
+    from tslens.sources.loader import load_model
     from tslens.tasks import resolve_tasks
 
     model = load_model(MODEL, device="cpu")
@@ -290,12 +293,12 @@ def bench_ablate_rank(quick: bool) -> dict:
     mixture prompts, 30 demonstrations): ours, every head a row of one batch over the cached
     prefix (:func:`head_importance`), vs one packed forward of all prompts per head ablated
     (``ablated_answer_logprobs`` per head) and vs the floor."""
-    from tslens.analyses.ablation import ablated_answer_logprobs, head_statistics
-    from tslens.analyses.ablation_study import head_importance
-    from tslens.analyses.heads import all_heads
-    from tslens.models import load_model
+    from tslens.analyses.head.ablation_study import head_importance
+    from tslens.analyses.head.heads import all_heads
+    from tslens.engine.ablation import ablated_answer_logprobs, head_statistics
+    from tslens.engine.scoring import answer_logprobs
     from tslens.prompts import build_mixture_prompts
-    from tslens.scoring import answer_logprobs
+    from tslens.sources.loader import load_model
     from tslens.tasks import resolve_tasks
 
     model = load_model(MODEL, device="cpu")
@@ -345,15 +348,16 @@ def bench_demos(quick: bool) -> dict:
     shares the tokens before each deletion (:func:`demonstration_effects`), vs the plain loop
     (one forward per deleted prompt and answer) and vs scoring every deleted prompt with the
     packed batched scorer (no sharing between a prompt's deletions)."""
-    from tslens.analyses.demonstrations import (
+    from tslens._reference import demonstration_effects_naive
+    from tslens.analyses.prompt.demonstrations import (
         _deletions,
         delete_tokens,
         demonstration_effects,
-        demonstration_effects_naive,
     )
-    from tslens.models import load_model
-    from tslens.packing import forward_packed, pack_answers, read_packed
-    from tslens.scoring import answer_token_ids, pad_token_id, prompt_token_ids
+    from tslens.engine.lens import as_lens
+    from tslens.engine.packing import forward_packed, pack_answers, read_packed
+    from tslens.engine.scoring import answer_token_ids, prompt_token_ids
+    from tslens.sources.loader import load_model
     from tslens.tasks import resolve_tasks
 
     model = load_model(MODEL, device="cpu")
@@ -377,7 +381,7 @@ def bench_demos(quick: bool) -> dict:
         out = []
         for start in range(0, len(rows), 8):
             packed = pack_answers(rows[start : start + 8], row_answers[start : start + 8],
-                                  pad_token_id(model))  # fmt: skip
+                                  as_lens(model).pad_id)  # fmt: skip
             logits = forward_packed(model, packed)
             out.append(read_packed(logits, packed.reads, len(packed.ids), k, greedy=False)[0])
         return torch.cat(out).exp().view(len(fast.prompts), -1, k)
@@ -426,9 +430,9 @@ def bench_decode(quick: bool) -> dict:
     branch per top first token over the shared prefix cache) vs one greedy decode of the same
     prompts (the cost the issue asks for) and vs the naive branching loop (each branch decoded
     from scratch without a cache), on the GPT-2-small fixture with 30-demonstration prompts."""
-    from tslens.complete import branch_complete_answers, sample_complete_answers
-    from tslens.models import load_model
+    from tslens.engine.decoders import branch_complete_answers, sample_complete_answers
     from tslens.prompts import build_mixture_prompts
+    from tslens.sources.loader import load_model
     from tslens.tasks import resolve_tasks
 
     model = load_model(MODEL, device="cpu")

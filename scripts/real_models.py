@@ -13,20 +13,20 @@ from collections.abc import Callable
 import plotly.graph_objects as go
 import torch
 
-from tslens.analyses.ablation_study import ablation_study
-from tslens.analyses.curves import mixture_curve
-from tslens.analyses.decoding import compare_decoders
-from tslens.analyses.demo_attention import attention_to_demonstrations, head_summary
-from tslens.analyses.demonstrations import demonstration_effects, demos_json
-from tslens.analyses.heads import attribute_heads
-from tslens.analyses.mixture import measure_mixture
-from tslens.analyses.sweeps import lambda_points, patch_sweep
-from tslens.analyses.task_vectors import task_vectors
-from tslens.models import load_model
+from tslens.analyses.head.ablation_study import ablation_study
+from tslens.analyses.head.demo_attention import attention_to_demonstrations, head_summary
+from tslens.analyses.head.heads import attribute_heads
+from tslens.analyses.layer.sweeps import lambda_points, patch_sweep
+from tslens.analyses.layer.task_vectors import task_vectors
+from tslens.analyses.prompt.curves import mixture_curve
+from tslens.analyses.prompt.decoding import compare_decoders
+from tslens.analyses.prompt.demonstrations import demonstration_effects, demos_json
+from tslens.analyses.prompt.mixture import measure_mixture
 from tslens.prompts import build_mixture_prompts
 from tslens.report.demos import distance_figure
 from tslens.report.heads import ablation_bars
 from tslens.report.patch import heatmaps
+from tslens.sources.loader import load_model
 from tslens.tasks import resolve_tasks
 
 MODELS = ("gemma-3-270m", "smollm2-135m")

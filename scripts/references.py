@@ -20,17 +20,46 @@ from tslens.cli import EXIT_STATUS, build_parser
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 MODULES = [
-    "tslens.models", "tslens.pretrained", "tslens.gguf", "tslens.architecture", "tslens.tasks",
-    "tslens.prompts", "tslens.scoring", "tslens.packing", "tslens.complete", "tslens.batching",
-    "tslens.resume",
-    "tslens.io", "tslens.recipe", "tslens.train", "tslens.hooks.capture", "tslens.hooks.patch",
-    "tslens.hooks.ablate", "tslens.analyses.mixture", "tslens.analyses.curves",
-    "tslens.analyses.evaluation", "tslens.analyses.task_vectors", "tslens.analyses.patching",
-    "tslens.analyses.sweeps", "tslens.analyses.geometry", "tslens.analyses.logit_attribution",
-    "tslens.analyses.heads", "tslens.analyses.ablation", "tslens.analyses.ablation_study",
-    "tslens.analyses.scaling", "tslens.analyses.collapse", "tslens.analyses.decoding",
-    "tslens.analyses.demonstrations", "tslens.analyses.demo_attention", "tslens.synthetic",
-]  # fmt: skip
+    "tslens.sources.loader",
+    "tslens.sources.pretrained",
+    "tslens.sources.gguf",
+    "tslens.tasks",
+    "tslens.prompts",
+    "tslens.engine.lens",
+    "tslens.engine.architecture",
+    "tslens.engine.scoring",
+    "tslens.engine.packing",
+    "tslens.engine.continuation",
+    "tslens.engine.batching",
+    "tslens.engine.resume",
+    "tslens.engine.capture",
+    "tslens.engine.patching",
+    "tslens.engine.ablation",
+    "tslens.engine.search",
+    "tslens.engine.decoders",
+    "tslens.hooks.capture",
+    "tslens.hooks.patch",
+    "tslens.hooks.ablate",
+    "tslens.analyses.prompt.mixture",
+    "tslens.analyses.prompt.curves",
+    "tslens.analyses.prompt.evaluation",
+    "tslens.analyses.prompt.scaling",
+    "tslens.analyses.prompt.collapse",
+    "tslens.analyses.prompt.decoding",
+    "tslens.analyses.prompt.demonstrations",
+    "tslens.analyses.layer.task_vectors",
+    "tslens.analyses.layer.sweeps",
+    "tslens.analyses.layer.geometry",
+    "tslens.analyses.head.heads",
+    "tslens.analyses.head.logit_attribution",
+    "tslens.analyses.head.ablation_study",
+    "tslens.analyses.head.demo_attention",
+    "tslens.analyses.head.entropy",
+    "tslens.io",
+    "tslens.training.recipe",
+    "tslens.training.train",
+    "tslens.training.synthetic",
+]
 
 
 def _entries(module) -> list[tuple[str, object]]:
@@ -82,7 +111,7 @@ def render_cli() -> str:
         "machine, files through one reader (`tslens.io.reading`). Long commands (probs, patch, "
         "heads, ablate, scale, decode, evaluate) save finished batches in "
         "`DIR/.tslens-partial/` and hold `DIR/.tslens-lock` while they run; the same command "
-        "resumes, other arguments are refused (`tslens.resume`).\n",
+        "resumes, other arguments are refused (`tslens.engine.resume`).\n",
     ]
     for name, command in sub.choices.items():
         parts.append(f"\n## `tslens {name}`\n\n```\n{command.format_help()}```\n")

@@ -16,18 +16,18 @@ from pathlib import Path
 
 import torch
 
-from tslens.analyses.ablation_study import ablation_study
-from tslens.analyses.collapse import generation_collapse
-from tslens.analyses.decoding import compare_decoders
-from tslens.analyses.heads import attribute_heads
-from tslens.analyses.mixture import measure_mixture
-from tslens.analyses.scaling import scale_study
-from tslens.models import load_model
+from tslens.analyses.head.ablation_study import ablation_study
+from tslens.analyses.head.heads import attribute_heads
+from tslens.analyses.prompt.collapse import generation_collapse
+from tslens.analyses.prompt.decoding import compare_decoders
+from tslens.analyses.prompt.mixture import measure_mixture
+from tslens.analyses.prompt.scaling import scale_study
 from tslens.prompts import build_mixture_prompts
 from tslens.report.decode import collapse_figures
 from tslens.report.heads import ablation_bars, score_heatmaps
 from tslens.report.mixture import mixture_bar
 from tslens.report.scale import scale_figure
+from tslens.sources.loader import load_model
 from tslens.tasks import resolve_tasks
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,12 +15,12 @@ import json
 
 import torch
 
-from tslens.analyses.patching import patched_answer_logprobs
-from tslens.analyses.sweeps import patch_sweep
-from tslens.analyses.task_vectors import task_vectors
-from tslens.hooks.capture import capture_activations
-from tslens.models import load_model
+from tslens.analyses.layer.sweeps import patch_sweep
+from tslens.analyses.layer.task_vectors import task_vectors
+from tslens.engine.capture import capture_activations
+from tslens.engine.patching import patched_answer_logprobs
 from tslens.prompts import build_mixture_prompts, build_query_prompts
+from tslens.sources.loader import load_model
 from tslens.tasks import resolve_tasks
 
 

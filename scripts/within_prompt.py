@@ -43,9 +43,9 @@ def midpoint(name: str) -> float:
     is in no demonstration. Saved beside the run."""
     path = RUNS / name / "midpoint.json"
     if not path.exists():
-        from tslens.analyses.mixture import measure_mixture
-        from tslens.models import load_model
-        from tslens.train import Recipe
+        from tslens.analyses.prompt.mixture import measure_mixture
+        from tslens.sources.loader import load_model
+        from tslens.training.train import Recipe
 
         n_demos = Recipe.from_toml(RECIPES / f"{name}.toml").n_demos
         model = load_model(str(RUNS / name), device="cpu")

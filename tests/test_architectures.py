@@ -5,20 +5,21 @@ unembedding), and the architecture facts tslens reads from it."""
 import pytest
 import torch
 
-from tslens.analyses.ablation import ablated_answer_logprobs, head_statistics
-from tslens.analyses.ablation_study import head_importance
-from tslens.analyses.logit_attribution import answer_first_tokens, direct_logit_attribution
-from tslens.analyses.patching import (
-    patched_answer_logprobs,
+from tslens._reference import (
+    answer_logprobs_naive,
     patched_answer_logprobs_loop,
     patched_answer_logprobs_naive,
 )
-from tslens.architecture import post_attention_norms, rms_gain, sliding_window
-from tslens.complete import branch_complete_answers
+from tslens.analyses.head.ablation_study import head_importance
+from tslens.analyses.head.logit_attribution import answer_first_tokens, direct_logit_attribution
 from tslens.doctor.tiny import write_tiny_gemma
-from tslens.models import load_model
+from tslens.engine.ablation import ablated_answer_logprobs, head_statistics
+from tslens.engine.architecture import post_attention_norms, rms_gain, sliding_window
+from tslens.engine.decoders import branch_complete_answers
+from tslens.engine.patching import patched_answer_logprobs
+from tslens.engine.scoring import answer_logprobs, prompt_token_ids
 from tslens.prompts import build_mixture_prompts
-from tslens.scoring import answer_logprobs, answer_logprobs_naive, prompt_token_ids
+from tslens.sources.loader import load_model
 from tslens.tasks import resolve_tasks
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tslens.cli import main
-from tslens.models import PACKAGED_MODELS
+from tslens.sources.loader import PACKAGED_MODELS
 
 TASKS = ["--tasks", "plus1,plus2"]
 NO_GPU = "no CUDA GPU is available"
@@ -73,7 +73,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 def _vectors_of_another_model(tmp_path: Path) -> Path:
     import torch
 
-    from tslens.analyses.task_vectors import TaskVectors
+    from tslens.analyses.layer.task_vectors import TaskVectors
 
     path = tmp_path / "other.safetensors"
     TaskVectors("other", ["plus1", "plus2"], torch.zeros(2, 7, 12), "resid_post", {}).save(path)

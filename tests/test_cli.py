@@ -198,7 +198,7 @@ def test_help_listings_and_model_free_refusals_import_no_torch(call, tmp_path):
 
 
 def test_the_parser_offers_every_head_method():
-    from tslens.analyses.heads import METHODS
+    from tslens.analyses.head.heads import METHODS
     from tslens.cli import heads
 
     assert heads.METHODS == METHODS

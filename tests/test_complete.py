@@ -5,9 +5,10 @@ import itertools
 import pytest
 import torch
 
-from tslens.analyses.mixture import tasks_solved
-from tslens.complete import beam_complete_answers
-from tslens.scoring import answer_logprobs
+from tslens.analyses.prompt.mixture import tasks_solved
+from tslens.engine.lens import as_lens
+from tslens.engine.scoring import answer_logprobs
+from tslens.engine.search import beam_complete_answers
 
 
 def _exhaustive(model, prompt, alphabet, max_len):
@@ -44,9 +45,9 @@ def test_tasks_solved_matches_definition(tiny_char):
 
 @pytest.mark.parametrize("max_new_tokens", [1, 3])
 def test_branch_decoding_scores_its_answers_exactly(shipped, max_new_tokens):
-    from tslens.complete import branch_complete_answers
+    from tslens.engine.decoders import branch_complete_answers
+    from tslens.engine.scoring import answer_logprobs
     from tslens.prompts import build_mixture_prompts
-    from tslens.scoring import answer_logprobs
     from tslens.tasks import resolve_tasks
 
     prompts = build_mixture_prompts(resolve_tasks("plus2,plus5"), None, 3, 20, seed=0)
@@ -72,8 +73,8 @@ def test_branch_decoding_scores_its_answers_exactly(shipped, max_new_tokens):
 def test_one_pass_tasks_solved_equals_the_three_pass_definition(
     model_name, mode, trust, forward_batch, request, monkeypatch
 ):
-    import tslens.analyses.solved as solved_module
-    from tslens.analyses.solved import score_and_solve
+    import tslens.analyses.prompt.solved as solved_module
+    from tslens.analyses.prompt.solved import score_and_solve
     from tslens.prompts import build_mixture_prompts
     from tslens.tasks import resolve_tasks
 
@@ -95,15 +96,15 @@ def test_one_pass_tasks_solved_equals_the_three_pass_definition(
 def test_answers_read_inside_their_newline_segments_equal_their_own_segments(gpt2):
     # score_and_solve scores each answer inside its answer+newline segment where the tokenizer
     # writes the newline after the answer's tokens; the reads must equal packing both.
-    from tslens.analyses.solved import _with_prefix_reads
-    from tslens.packing import forward_packed, pack_answers, read_packed
-    from tslens.scoring import answer_token_ids, pad_token_id, prompt_token_ids
+    from tslens.analyses.prompt.solved import _with_prefix_reads
+    from tslens.engine.packing import forward_packed, pack_answers, read_packed
+    from tslens.engine.scoring import answer_token_ids, prompt_token_ids
 
     texts, answers = ["a b c:", "one two three four:"], [[" x", " yy"], [" zzz", " w"]]
     with_stop = [(*a, *(x + "\n" for x in a)) for a in answers]
     prompt_ids = prompt_token_ids(gpt2, texts)
     answer_ids = answer_token_ids(gpt2, texts, with_stop, prompt_ids)
-    pad = pad_token_id(gpt2)
+    pad = as_lens(gpt2).pad_id
     both = pack_answers(prompt_ids, answer_ids, pad)
     alone = pack_answers(prompt_ids, [a[2:] for a in answer_ids], pad)
     with torch.inference_mode():
@@ -116,7 +117,7 @@ def test_answers_read_inside_their_newline_segments_equal_their_own_segments(gpt
 
 def test_beam_search_rows_do_not_depend_on_their_batch(gpt2):
     # beams of many prompts share one tree-attention row each; one prompt at a time must agree
-    from tslens.complete import beam_search
+    from tslens.engine.search import beam_search
 
     texts = ["a b c:", "one two three four five:", "x:"]
     together = beam_search(gpt2, texts, width=3, max_new_tokens=3, finish_at_max=True)

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import pytest
 
 from tslens.cli import main
-from tslens.models import PACKAGED_MODELS
+from tslens.sources.loader import PACKAGED_MODELS
 
 TASKS = ["--tasks", "plus2,plus5"]
 SMALL = ["--n-prompts", "3", "--n-examples", "4"]

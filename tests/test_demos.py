@@ -6,17 +6,17 @@ import json
 import pytest
 import torch
 
-from tslens.analyses.demo_attention import attention_to_demonstrations, head_summary
-from tslens.analyses.demonstrations import (
+from tslens._reference import demonstration_effects_naive
+from tslens.analyses.head.demo_attention import attention_to_demonstrations, head_summary
+from tslens.analyses.prompt.demonstrations import (
     DemoEffects,
     build_demo_prompts,
     deletion_logprobs,
     demonstration_effects,
-    demonstration_effects_naive,
 )
 from tslens.cli import main
 from tslens.doctor.tiny import write_tiny_gemma
-from tslens.models import load_model
+from tslens.sources.loader import load_model
 from tslens.tasks import resolve_tasks
 
 

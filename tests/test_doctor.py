@@ -117,10 +117,11 @@ def test_an_analysis_refuses_to_run_on_a_broken_environment(fresh_cache, monkeyp
 
 def test_the_fork_shares_tensors_and_leaves_the_prompts_cache_alone(tiny_char):
     from tslens.engine.continuation import continue_prefix, fork, left_pad, run_prefix
-    from tslens.scoring import pad_token_id, prompt_token_ids
+    from tslens.engine.lens import as_lens
+    from tslens.engine.scoring import prompt_token_ids
 
     ids = prompt_token_ids(tiny_char, ["1>2\n3>", "4>5\n6>7\n8>"])
-    batch = left_pad(ids, pad_token_id(tiny_char), "cpu")
+    batch = left_pad(ids, as_lens(tiny_char).pad_id, "cpu")
     _, cache = run_prefix(tiny_char, batch)
     keys = cache.layers[0].keys.clone()
     rows = torch.tensor([1, 0, 1])

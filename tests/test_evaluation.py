@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from tslens.analyses.curves import MixtureCurve, mixture_curve, task_accuracy
-from tslens.analyses.evaluation import Evaluation
-from tslens.analyses.mixture import measure_mixture
+from tslens.analyses.prompt.curves import MixtureCurve, mixture_curve, task_accuracy
+from tslens.analyses.prompt.evaluation import Evaluation
+from tslens.analyses.prompt.mixture import measure_mixture
 from tslens.cli import main
 from tslens.errors import TslensError
 from tslens.tasks import resolve_tasks
@@ -120,7 +120,7 @@ def test_evaluate_and_compare_commands(tmp_path, tiny_char_dir, capsys):
 
 
 def test_last_demo_gap_and_within_prompt_share_detect_a_per_prompt_choice():
-    from tslens.analyses.mixture import MixtureResult
+    from tslens.analyses.prompt.mixture import MixtureResult
     from tslens.prompts import MixturePrompt
 
     def result(probs, last_tasks):

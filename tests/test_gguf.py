@@ -11,13 +11,14 @@ import pytest
 import torch
 from tiny_gguf import build_llama, dequantized_copy, write_gguf
 
-from tslens.analyses.logit_attribution import answer_first_tokens, direct_logit_attribution
-from tslens.analyses.patching import patched_answer_logprobs, patched_answer_logprobs_loop
+from tslens._reference import answer_logprobs_naive, patched_answer_logprobs_loop
+from tslens.analyses.head.logit_attribution import answer_first_tokens, direct_logit_attribution
 from tslens.cli import main
+from tslens.engine.patching import patched_answer_logprobs
+from tslens.engine.scoring import answer_logprobs, prompt_token_ids
 from tslens.errors import TslensError
-from tslens.gguf import PROVENANCE, sha256_file
-from tslens.models import load_model
-from tslens.scoring import answer_logprobs, answer_logprobs_naive, prompt_token_ids
+from tslens.sources.gguf import PROVENANCE, sha256_file
+from tslens.sources.loader import load_model
 
 TEXT = "the cat -> an\nthe rat -> a"
 
@@ -155,7 +156,7 @@ def test_an_interrupted_conversion_leaves_nothing(gguf_dir, cache, monkeypatch):
 def test_a_missing_pretrained_package_names_the_install_command(monkeypatch, tmp_path, capsys):
     import dataclasses
 
-    from tslens import pretrained
+    from tslens.sources import pretrained
 
     gone = dataclasses.replace(pretrained.PRETRAINED["smollm2-135m"], module="no_such_module_x")
     monkeypatch.setitem(pretrained.PRETRAINED, "smollm2-135m", gone)
@@ -251,7 +252,7 @@ def test_a_named_model_with_a_changed_byte_is_refused(gguf_dir, tmp_path, cache,
     altered is refused before anything is converted."""
     import dataclasses
 
-    from tslens import pretrained
+    from tslens.sources import pretrained
 
     package = tmp_path / "fake_pkg"
     package.mkdir()

@@ -6,14 +6,15 @@ import json
 import pytest
 import torch
 
-from tslens.analyses.ablation import ablated_answer_logprobs, head_statistics, resample_sources
-from tslens.analyses.ablation_study import head_importance, top_heads_per_task
-from tslens.analyses.heads import all_heads, final_z, function_vector, task_shares
-from tslens.analyses.logit_attribution import answer_first_tokens, direct_logit_attribution
-from tslens.analyses.patching import patched_answer_logprobs, patched_answer_logprobs_loop
+from tslens._reference import patched_answer_logprobs_loop
+from tslens.analyses.head.ablation_study import head_importance, top_heads_per_task
+from tslens.analyses.head.heads import all_heads, final_z, function_vector, task_shares
+from tslens.analyses.head.logit_attribution import answer_first_tokens, direct_logit_attribution
 from tslens.cli import main
+from tslens.engine.ablation import ablated_answer_logprobs, head_statistics, resample_sources
+from tslens.engine.patching import patched_answer_logprobs
+from tslens.engine.scoring import answer_logprobs, prompt_token_ids
 from tslens.prompts import build_mixture_prompts
-from tslens.scoring import answer_logprobs, prompt_token_ids
 from tslens.tasks import resolve_tasks
 
 
@@ -193,7 +194,7 @@ def test_bad_input_exits_2_with_one_line(tiny_char_dir, tmp_path, capsys, args, 
 
 
 def test_top_heads_matter_more_than_random_heads_on_the_embedded_model(shipped):
-    from tslens.analyses.ablation_study import ablation_study
+    from tslens.analyses.head.ablation_study import ablation_study
 
     study = ablation_study(shipped, resolve_tasks("plus2,plus5"), kind="mean", n_prompts=40,
                            n_examples=20, n_random=5).to_json()  # fmt: skip

@@ -4,12 +4,14 @@ identity patches, batched patch scoring against the per-variant loop, hook remov
 import pytest
 import torch
 
-from tslens.analyses.patching import patched_answer_logprobs, patched_answer_logprobs_naive
+from tslens._reference import patched_answer_logprobs_naive
+from tslens.engine.capture import capture_activations
+from tslens.engine.patching import patched_answer_logprobs
+from tslens.engine.scoring import answer_logprobs, prompt_token_ids
 from tslens.errors import TslensError
-from tslens.hooks.capture import capture_activations, capturing
+from tslens.hooks.capture import capturing
 from tslens.hooks.names import hook_name
 from tslens.hooks.patch import convex_combination, patching
-from tslens.scoring import answer_logprobs, prompt_token_ids
 
 TEXTS = ["The capital of France ->", "Hi ->", "one two three four five six ->"]
 

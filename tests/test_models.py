@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from tslens.errors import TslensError
-from tslens.fixture import VOCAB_SHA256, _sha256, build_gpt2_small_fixture, gpt2_vocab_files
-from tslens.models import load_model, resolve_model
+from tslens.sources.fixture import VOCAB_SHA256, _sha256, build_gpt2_small_fixture, gpt2_vocab_files
+from tslens.sources.loader import load_model, resolve_model
 
 
 def test_fixture_is_gpt2_small_with_the_real_bpe(gpt2):
@@ -85,7 +85,7 @@ def test_device_map_plumbing_on_cpu(tiny_char_dir, tmp_path):
 def test_scoring_halves_the_batch_when_memory_runs_out(tiny_char, monkeypatch):
     import torch
 
-    import tslens.scoring as scoring
+    import tslens.engine.scoring as scoring
     from tslens.prompts import build_mixture_prompts
     from tslens.tasks import resolve_tasks
 

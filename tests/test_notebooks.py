@@ -26,7 +26,7 @@ def test_there_are_notebooks():
 def test_notebook_runs_and_is_stored_stripped(path):
     if "gemma-3-270m" in path.read_text():  # as in test_pretrained: skipped without the
         # package, never in CI
-        from tslens.pretrained import PRETRAINED
+        from tslens.sources.pretrained import PRETRAINED
 
         entry = PRETRAINED["gemma-3-270m"]
         if not entry.installed():

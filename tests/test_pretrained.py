@@ -11,12 +11,13 @@ import os
 import pytest
 import torch
 
-from tslens.analyses.logit_attribution import answer_first_tokens, direct_logit_attribution
+from tslens._reference import answer_logprobs_naive
+from tslens.analyses.head.logit_attribution import answer_first_tokens, direct_logit_attribution
 from tslens.cli import main
-from tslens.models import load_model
-from tslens.pretrained import PRETRAINED
+from tslens.engine.scoring import answer_logprobs, prompt_token_ids
 from tslens.prompts import build_mixture_prompts
-from tslens.scoring import answer_logprobs, answer_logprobs_naive, prompt_token_ids
+from tslens.sources.loader import load_model
+from tslens.sources.pretrained import PRETRAINED
 from tslens.tasks import resolve_tasks
 
 

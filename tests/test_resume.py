@@ -11,9 +11,8 @@ import time
 
 import pytest
 
-from tslens import resume
-from tslens.analyses import patching
 from tslens.cli import main
+from tslens.engine import patching, resume
 
 PATCH = ["patch", "--tasks", "plus2,plus5", "--n-prompts", "6", "--lambdas", "0:1:3",
          "--batch-size", "2"]  # fmt: skip

@@ -5,18 +5,17 @@ import json
 import pytest
 import torch
 
-from tslens.analyses.collapse import OTHER, generation_collapse
-from tslens.analyses.decoding import compare_decoders
-from tslens.analyses.mixture import measure_mixture, stop_probability
-from tslens.analyses.scaling import check_tokenizers, parameter_count, scale_study
+from tslens._reference import answer_logprobs_naive
+from tslens.analyses.prompt.collapse import OTHER, generation_collapse
+from tslens.analyses.prompt.decoding import compare_decoders
+from tslens.analyses.prompt.mixture import measure_mixture, stop_probability
+from tslens.analyses.prompt.scaling import check_tokenizers, parameter_count, scale_study
 from tslens.cli import main
-from tslens.complete import (
-    beam_complete_answers,
-    sample_complete_answers,
-)
+from tslens.engine.decoders import sample_complete_answers
+from tslens.engine.scoring import answer_logprobs, answer_token_logprobs
+from tslens.engine.search import beam_complete_answers
 from tslens.errors import TslensError
 from tslens.prompts import build_mixture_prompts, load_prompt_file
-from tslens.scoring import answer_logprobs, answer_logprobs_naive, answer_token_logprobs
 from tslens.tasks import resolve_tasks
 
 
@@ -55,7 +54,7 @@ def test_greedy_and_sampled_decodes_are_scored_exactly_and_seeded(gpt2):
             if q > 0:  # a decoded text that re-tokenizes differently is dropped by the scorer
                 assert p == pytest.approx(q, rel=1e-3), text
     # greedy: each generated token is the argmax, so the scorer calls it greedy
-    from tslens.scoring import answer_is_greedy
+    from tslens.engine.scoring import answer_is_greedy
 
     text = greedy[0][0][0]
     assert answer_is_greedy(gpt2, prompts[:1], [[text]])[0, 0]
@@ -131,7 +130,7 @@ def test_scale_study_measures_the_same_prompts_on_each_model(shipped, tiny_char_
 
 
 def _load(spec):
-    from tslens.models import load_model
+    from tslens.sources.loader import load_model
 
     return load_model(spec, device="cpu")
 

@@ -5,15 +5,15 @@ import itertools
 import pytest
 import torch
 
-from tslens.errors import TslensError
-from tslens.prompts import build_mixture_prompts
-from tslens.scoring import (
+from tslens._reference import answer_logprobs_naive
+from tslens.engine.scoring import (
     TokenBoundaryError,
     answer_is_greedy,
     answer_logprobs,
-    answer_logprobs_naive,
     prompt_token_ids,
 )
+from tslens.errors import TslensError
+from tslens.prompts import build_mixture_prompts
 from tslens.tasks import resolve_tasks
 
 

@@ -6,15 +6,15 @@ import json
 
 import torch
 
-from tslens.analyses.curves import mixture_curve, task_accuracy
-from tslens.analyses.patching import patched_answer_logprobs
-from tslens.analyses.sweeps import patch_sweep
-from tslens.analyses.task_vectors import task_vectors
-from tslens.hooks.capture import capture_activations
-from tslens.models import DEFAULT_MODEL, PACKAGED_MODELS
+from tslens.analyses.layer.sweeps import patch_sweep
+from tslens.analyses.layer.task_vectors import task_vectors
+from tslens.analyses.prompt.curves import mixture_curve, task_accuracy
+from tslens.engine.capture import capture_activations
+from tslens.engine.patching import patched_answer_logprobs
 from tslens.prompts import build_mixture_prompts, build_query_prompts
+from tslens.sources.loader import DEFAULT_MODEL, PACKAGED_MODELS
 from tslens.tasks import resolve_tasks
-from tslens.train import Recipe
+from tslens.training.train import Recipe
 
 SHIPPED = PACKAGED_MODELS / DEFAULT_MODEL
 

@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 
-from tslens.analyses.geometry import span_residual, vector_geometry
-from tslens.analyses.sweeps import lambda_points, patch_sweep, simplex_path
-from tslens.analyses.task_vectors import TaskVectors, mixture_vector, task_vectors
+from tslens.analyses.layer.geometry import span_residual, vector_geometry
+from tslens.analyses.layer.sweeps import lambda_points, patch_sweep, simplex_path
+from tslens.analyses.layer.task_vectors import TaskVectors, mixture_vector, task_vectors
 from tslens.cli import main
+from tslens.engine.capture import capture_activations
 from tslens.errors import TslensError
-from tslens.hooks.capture import capture_activations
 from tslens.prompts import build_mixture_prompts, build_query_prompts
 from tslens.tasks import resolve_tasks
 
@@ -78,9 +78,9 @@ def test_sweep_layout_corners_and_icl(tiny_char):
 def test_multi_layer_patch_equals_nested_single_layer_patches(tiny_char):
     from contextlib import ExitStack
 
-    from tslens.analyses.patching import patched_answer_logprobs
+    from tslens.engine.patching import patched_answer_logprobs
+    from tslens.engine.scoring import answer_logprobs
     from tslens.hooks.patch import patching
-    from tslens.scoring import answer_logprobs
 
     queries = build_query_prompts(resolve_tasks("plus2,plus5"), 3, seed=2)
     texts, answers = [q.text for q in queries], [q.answers for q in queries]

@@ -4,12 +4,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import tslens.train as train_module
-from tslens.charlm import build_char_model, char_tokenizer
+import tslens.training.train as train_module
 from tslens.prompts import build_mixture_prompts
-from tslens.synthetic import Corruption, synthetic_batch
 from tslens.tasks import resolve_tasks
-from tslens.train import Recipe, learning_rate, train
+from tslens.training.charlm import build_char_model, char_tokenizer
+from tslens.training.synthetic import Corruption, synthetic_batch
+from tslens.training.train import Recipe, learning_rate, train
 
 TINY = dict(
     tasks=["plus2", "plus5", "ret2", "ret6"],
@@ -138,8 +138,8 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
 def test_trained_directory_loads_and_scores(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from tslens.analyses.mixture import measure_mixture
-    from tslens.models import load_model
+    from tslens.analyses.prompt.mixture import measure_mixture
+    from tslens.sources.loader import load_model
 
     out = train(Recipe(**{**TINY, "steps": 2}), tmp_path / "m", progress=False)
     assert AutoModelForCausalLM.from_pretrained(out) is not None
@@ -175,7 +175,7 @@ def test_train_cli_flags_recipe_and_errors(tmp_path, capsys):
 
 
 def test_gpt2_architecture_trains_and_loads(tmp_path):
-    from tslens.models import load_model
+    from tslens.sources.loader import load_model
 
     recipe = Recipe(**{**TINY, "steps": 2, "architecture": "gpt2"})
     out = train(recipe, tmp_path / "g", progress=False)

@@ -1,24 +1,25 @@
 """tslens: task superposition (Xiong et al. 2024) measured on TransformerLens 4 models."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("tslens")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
-
-from tslens.errors import TslensError
+from tslens.errors import TslensError as TslensError
+from tslens.version import __version__ as __version__
 
 # The public names, each imported from its module on first use (PEP 562), so that importing
 # tslens (the command line does, for --help) does not import torch and transformers.
 _LAZY = {
-    "MixtureResult": "tslens.analyses.mixture", "measure_mixture": "tslens.analyses.mixture",
-    "tasks_solved": "tslens.analyses.mixture", "load_model": "tslens.models",
-    "MixturePrompt": "tslens.prompts", "build_mixture_prompts": "tslens.prompts",
-    "answer_logprobs": "tslens.scoring", "answer_logprobs_naive": "tslens.scoring",
-    "get_task": "tslens.tasks", "list_tasks": "tslens.tasks", "register_task": "tslens.tasks",
+    "Lens": "tslens.engine.lens",
+    "as_lens": "tslens.engine.lens",
+    "MixturePrompt": "tslens.prompts",
+    "build_mixture_prompts": "tslens.prompts",
+    "MixtureResult": "tslens.analyses.prompt.mixture",
+    "measure_mixture": "tslens.analyses.prompt.mixture",
+    "tasks_solved": "tslens.analyses.prompt.mixture",
+    "load_model": "tslens.sources.loader",
+    "answer_logprobs": "tslens.engine.scoring",
+    "get_task": "tslens.tasks",
+    "list_tasks": "tslens.tasks",
+    "register_task": "tslens.tasks",
     "resolve_tasks": "tslens.tasks",
-}  # fmt: skip
+}
 
 
 def __getattr__(name: str):
@@ -35,18 +36,4 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = [
-    "MixturePrompt",
-    "MixtureResult",
-    "TslensError",
-    "answer_logprobs",
-    "answer_logprobs_naive",
-    "build_mixture_prompts",
-    "get_task",
-    "list_tasks",
-    "load_model",
-    "measure_mixture",
-    "register_task",
-    "resolve_tasks",
-    "tasks_solved",
-]
+__all__ = sorted(["TslensError", "__version__", *_LAZY])

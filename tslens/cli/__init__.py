@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Commands whose batches are saved as they go (tslens.resume); train has its own checkpoints.
+# Commands whose batches are saved as they go (tslens.engine.resume); train has its own checkpoints.
 RESUMABLE = ("probs", "patch", "heads", "ablate", "demos", "scale", "decode", "evaluate")
 EXIT_STATUS = {
     0: "success",
@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command not in RESUMABLE:
             status = args.run(args) or 0
         else:
-            from tslens.resume import checkpointing
+            from tslens.engine.resume import checkpointing
 
             with checkpointing(args.out, arguments) as state:
                 status = args.run(args) or 0

@@ -41,8 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tslens.analyses.ablation import check_ablation
-    from tslens.analyses.ablation_study import ablation_study
+    from tslens.analyses.head.ablation_study import ablation_study
+    from tslens.engine.ablation import check_ablation
     from tslens.hooks.ablate import parse_head
     from tslens.report.heads import CONDITIONS, write_ablate_html
 

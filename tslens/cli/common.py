@@ -7,8 +7,8 @@ import json
 import logging
 
 from tslens.errors import TslensError
-from tslens.models import DEFAULT_MODEL, DTYPES, default_tasks, load_model
-from tslens.pretrained import default_template
+from tslens.sources.loader import DEFAULT_MODEL, DTYPES, default_tasks, load_model
+from tslens.sources.pretrained import default_template
 
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 log = logging.getLogger("tslens.cli")
@@ -88,9 +88,9 @@ TASKS_FROM_MODEL = ("probs", "patch", "heads", "ablate", "demos", "scale")
 
 def apply_model_defaults(args: argparse.Namespace) -> None:
     """What a run takes from its model(s) when not given: without ``--template``, a named
-    pretrained model's template (``tslens.pretrained``) when every model of the run agrees
+    pretrained model's template (``tslens.sources.pretrained``) when every model of the run agrees
     on one, else the tasks' default; without ``--tasks`` (where a command takes them), the
-    model's own task pair (:func:`tslens.models.default_tasks`)."""
+    model's own task pair (:func:`tslens.sources.loader.default_tasks`)."""
     specs = [getattr(args, "model", None)]
     if getattr(args, "models", None):
         specs = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -49,9 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tslens.analyses.collapse import generation_collapse
-    from tslens.analyses.decoding import check_width, compare_decoders
-    from tslens.analyses.mixture import complete_by, longest_answer_tokens
+    from tslens.analyses.prompt.collapse import generation_collapse
+    from tslens.analyses.prompt.decoding import check_width, compare_decoders
+    from tslens.analyses.prompt.mixture import complete_by, longest_answer_tokens
     from tslens.report.decode import write_decode_html
 
     if args.temperature <= 0:

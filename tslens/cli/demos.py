@@ -39,8 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tslens.analyses.demo_attention import attention_to_demonstrations, head_summary
-    from tslens.analyses.demonstrations import demonstration_effects, demos_json
+    from tslens.analyses.head.demo_attention import attention_to_demonstrations, head_summary
+    from tslens.analyses.prompt.demonstrations import demonstration_effects, demos_json
     from tslens.hooks.ablate import parse_head
     from tslens.report.demos import write_demos_html
 

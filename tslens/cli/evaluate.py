@@ -11,9 +11,9 @@ from tslens.cli.common import TEMPLATE_HELP, add_model_args, model_from_args, po
 from tslens.cli.outputs import add_out_args
 from tslens.errors import TslensError
 from tslens.io import read_json, write_json_atomic, write_text_atomic
-from tslens.models import resolve_model
-from tslens.recipe import Recipe
+from tslens.sources.loader import resolve_model
 from tslens.tasks import resolve_tasks
+from tslens.training.recipe import Recipe
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,8 +59,8 @@ def _recipe_of(spec: str | None) -> Recipe | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tslens.analyses.curves import SHARES
-    from tslens.analyses.evaluation import evaluate_model
+    from tslens.analyses.prompt.curves import SHARES
+    from tslens.analyses.prompt.evaluation import evaluate_model
     from tslens.report.evaluation import write_evaluation_html
 
     recipe = _recipe_of(args.model)

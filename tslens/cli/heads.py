@@ -17,7 +17,7 @@ from tslens.cli.outputs import add_out_args
 from tslens.io import write_json_atomic
 from tslens.tasks import resolve_tasks
 
-# tslens.analyses.heads.METHODS, written out so that building the parser imports no torch
+# tslens.analyses.head.heads.METHODS, written out so that building the parser imports no torch
 # (tests/test_cli.py checks that they agree).
 METHODS = ("dla", "patch", "aie")
 
@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tslens.analyses.heads import attribute_heads, check_methods
+    from tslens.analyses.head.heads import attribute_heads, check_methods
     from tslens.report.heads import write_heads_html
 
     methods = check_methods([m.strip() for m in args.method.split(",") if m.strip()])

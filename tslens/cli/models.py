@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from tslens.models import DEFAULT_MODEL, list_models
+from tslens.sources.loader import DEFAULT_MODEL, list_models
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

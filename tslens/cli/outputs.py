@@ -12,7 +12,7 @@ command). A later run of the same command into the same ``--out``:
 - with other arguments, or over results this record does not describe, is refused, saying
   which arguments differ, unless ``--overwrite`` is given;
 - over a partial (interrupted) run resumes it, or is refused if its arguments differ
-  (:mod:`tslens.resume`).
+  (:mod:`tslens.engine.resume`).
 
 This module imports nothing heavy: it runs before any model, torch included, is needed.
 """

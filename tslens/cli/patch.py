@@ -91,7 +91,7 @@ def parse_lambdas(spec: str) -> list[float]:
 
 
 def sweep_points(lambdas: list[float], k: int) -> torch.Tensor:
-    from tslens.analyses.sweeps import lambda_points, simplex_path
+    from tslens.analyses.layer.sweeps import lambda_points, simplex_path
 
     if k == 2:
         return lambda_points(lambdas)
@@ -99,9 +99,9 @@ def sweep_points(lambdas: list[float], k: int) -> torch.Tensor:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tslens.analyses.geometry import vector_geometry
-    from tslens.analyses.sweeps import patch_sweep
-    from tslens.analyses.task_vectors import TaskVectors, task_vectors
+    from tslens.analyses.layer.geometry import vector_geometry
+    from tslens.analyses.layer.sweeps import patch_sweep
+    from tslens.analyses.layer.task_vectors import TaskVectors, task_vectors
     from tslens.hooks.names import check_layers
     from tslens.report.patch import write_patch_html
 

@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tslens.analyses.mixture import measure_mixture
+    from tslens.analyses.prompt.mixture import measure_mixture
     from tslens.report.mixture import write_mixture_html
 
     tasks = resolve_tasks(args.tasks)

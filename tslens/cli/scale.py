@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tslens.analyses.scaling import scale_study
+    from tslens.analyses.prompt.scaling import scale_study
     from tslens.report.scale import weights_label, write_scale_html
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -6,10 +6,11 @@ import argparse
 import shlex
 from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
 
 from tslens.errors import TslensError
-from tslens.recipe import Recipe
 from tslens.tasks import resolve_tasks
+from tslens.training.recipe import Recipe
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,9 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tslens.charlm import check_architecture
-    from tslens.report.trained import evaluate_trained
-    from tslens.train import max_sequence_length, train
+    from tslens.training.charlm import check_architecture
+    from tslens.training.train import max_sequence_length, train
 
     try:
         recipe = Recipe.from_toml(args.recipe) if args.recipe else Recipe()
@@ -101,3 +101,44 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"wrote {out}/eval.json, {out}/eval.html, {out}/README.md")
     return 0
+
+
+def evaluate_trained(out: str | Path, command: str, device: str = "cpu") -> dict[str, Any]:
+    """Evaluate the model trained in ``out`` with its recipe's settings (accuracy on every
+    trained task, mixture curves of ``recipe.eval_pairs`` with ``recipe.eval_prompts`` prompts
+    per point), write the three files, and return the evaluation's JSON form."""
+    import json
+
+    from tslens.analyses.prompt.evaluation import evaluate_model
+    from tslens.io import write_json_atomic, write_text_atomic
+    from tslens.prompts import build_mixture_prompts
+    from tslens.report.card import model_card
+    from tslens.report.evaluation import write_evaluation_html
+    from tslens.sources.loader import load_model
+    from tslens.tasks import get_task
+    from tslens.training.charlm import CHARS, SPECIAL
+
+    out = Path(out)
+    recipe = Recipe.from_toml(out / "recipe.toml")
+    log = json.loads((out / "train_log.json").read_text())
+    model = load_model(str(out), device=device)
+    evaluation = evaluate_model(
+        model,
+        recipe.tasks,
+        recipe.eval_pairs,
+        n_prompts=recipe.eval_prompts,
+        n_examples=recipe.n_demos,
+        seed=recipe.seed,
+    ).to_json()
+    evaluation["model"] = out.name
+    write_json_atomic(out / "eval.json", evaluation)
+    write_evaluation_html([evaluation], out / "eval.html", f"{out.name}: evaluation")
+    task = get_task(recipe.tasks[0])
+    prompt = build_mixture_prompts([task], [1.0], 1, 3, seed=0)[0]
+    vocabulary = f"{len(SPECIAL) + len(CHARS)} tokens including " + ", ".join(
+        f"`{s}`" for s in SPECIAL
+    )
+    card = model_card(out.name, recipe, log, evaluation, command,
+                      (task.name, prompt.text + prompt.answers[0]), vocabulary)  # fmt: skip
+    write_text_atomic(out / "README.md", card)
+    return evaluation

@@ -47,7 +47,7 @@ class ModelShape:
 
 def model_shape(spec: str | None) -> ModelShape | None:
     """The shape of a local or named model (``None`` for a hub id: its config is remote)."""
-    from tslens.models import DEFAULT_MODEL, resolve_model
+    from tslens.sources.loader import DEFAULT_MODEL, resolve_model
 
     target, local = resolve_model(spec)
     if not local:
@@ -103,7 +103,7 @@ def _check_context(shape: ModelShape, tokens: int, what: str) -> None:
 
 
 def _check_model_sizes(args: argparse.Namespace, spec: str | None) -> None:
-    from tslens.models import load_tokenizer
+    from tslens.sources.loader import load_tokenizer
     from tslens.tasks import resolve_tasks
 
     tasks = resolve_tasks(args.tasks) if getattr(args, "tasks", None) else None
@@ -153,7 +153,7 @@ def validate(args: argparse.Namespace, arguments: dict) -> None:
     check_outputs(args, arguments)
     _check_minimums(args)
     if getattr(args, "device", None) is not None:
-        from tslens.models import check_device
+        from tslens.sources.loader import check_device
 
         check_device(args.device)
     if getattr(args, "device_map", None) is not None:

@@ -50,11 +50,12 @@ def versions() -> dict[str, str]:
 
 
 def _load_tiny(kind: str, root: Path, device: str | None, dtype: str):
-    from tslens.models import load_model
+    from tslens.engine.lens import as_lens
+    from tslens.sources.loader import load_model
 
-    model = load_model(str(write_tiny(kind, root / kind)), device=device, dtype=dtype)
-    model.tslens_name = f"tiny-{kind}"
-    return model
+    bridge = load_model(str(write_tiny(kind, root / kind)), device=device, dtype=dtype).bridge
+    bridge.tslens_name = f"tiny-{kind}"
+    return as_lens(bridge)  # read again: the name is part of the model's identity
 
 
 def diagnose(
@@ -77,7 +78,7 @@ def diagnose(
                 on_check(check)
 
     if model_name is not None:
-        from tslens.models import load_model
+        from tslens.sources.loader import load_model
 
         run(load_model(model_name, device=device, dtype=dtype), model_name, None)
         return results
@@ -102,7 +103,7 @@ def ensure_checked(device: str | None = None) -> None:
     record = _record(device)
     if record.exists():
         return
-    from tslens.resume import suspended
+    from tslens.engine.resume import suspended
 
     log.info(
         "first run with these library versions: checking the fast paths against their plain "

@@ -55,8 +55,8 @@ class Check:
 
 
 def _prompts(model, n_prompts: int):
-    from tslens.models import default_tasks
     from tslens.prompts import build_mixture_prompts
+    from tslens.sources.loader import default_tasks
     from tslens.tasks import resolve_tasks
 
     tasks = resolve_tasks(default_tasks(getattr(model, "tslens_name", None)) or "plus2,plus5")
@@ -78,7 +78,8 @@ def _delta(fast, slow) -> float:
 
 @torch.inference_mode()
 def check_scoring(model, texts, answers) -> float:
-    from tslens.scoring import answer_logprobs, answer_logprobs_naive
+    from tslens._reference import answer_logprobs_naive
+    from tslens.engine.scoring import answer_logprobs
 
     return _delta(answer_logprobs(model, texts, answers, batch_size=2),
                   answer_logprobs_naive(model, texts, answers))  # fmt: skip
@@ -87,10 +88,11 @@ def check_scoring(model, texts, answers) -> float:
 @torch.inference_mode()
 def check_continuation(model, texts, answers) -> float:
     from tslens.engine.continuation import continue_prefix, fork, left_pad, run_prefix
-    from tslens.scoring import pad_token_id, prompt_token_ids
+    from tslens.engine.lens import as_lens
+    from tslens.engine.scoring import prompt_token_ids
 
     ids = prompt_token_ids(model, texts)
-    batch = left_pad(ids, pad_token_id(model), model.cfg.device)
+    batch = left_pad(ids, as_lens(model).pad_id, model.cfg.device)
     first, cache = run_prefix(model, batch)
     rows = torch.arange(len(ids), device=batch.ids.device).repeat_interleave(2)  # forked rows
     steps = torch.tensor([[5, 6], [7, 8]], device=batch.ids.device).repeat(len(ids), 1)
@@ -115,7 +117,8 @@ def _patch_inputs(model, n_variants: int):
 
 @torch.inference_mode()
 def check_patch_entry(model, texts, answers) -> float:
-    from tslens.analyses.patching import patched_answer_logprobs, patched_answer_logprobs_naive
+    from tslens._reference import patched_answer_logprobs_naive
+    from tslens.engine.patching import patched_answer_logprobs
 
     layers, vectors = _patch_inputs(model, model.cfg.n_layers + 2)
     fast = patched_answer_logprobs(model, texts, answers, layers, vectors)
@@ -124,7 +127,8 @@ def check_patch_entry(model, texts, answers) -> float:
 
 @torch.inference_mode()
 def check_head_patching(model, texts, answers) -> float:
-    from tslens.analyses.patching import patched_answer_logprobs, patched_answer_logprobs_loop
+    from tslens._reference import patched_answer_logprobs_loop
+    from tslens.engine.patching import patched_answer_logprobs
 
     cfg = model.cfg
     variants = [(layer, head) for layer in range(cfg.n_layers) for head in range(cfg.n_heads)]
@@ -141,8 +145,9 @@ def check_head_patching(model, texts, answers) -> float:
 
 @torch.inference_mode()
 def check_deletions(model, texts, answers) -> float:
-    from tslens.analyses.demonstrations import delete_tokens, deletion_logprobs
-    from tslens.scoring import answer_token_ids, plain_answer_logprob, prompt_token_ids
+    from tslens._reference import plain_answer_logprob
+    from tslens.analyses.prompt.demonstrations import delete_tokens, deletion_logprobs
+    from tslens.engine.scoring import answer_token_ids, prompt_token_ids
 
     ids = prompt_token_ids(model, texts)
     answer_ids = answer_token_ids(model, texts, answers, ids)
@@ -159,8 +164,9 @@ def check_deletions(model, texts, answers) -> float:
 
 @torch.inference_mode()
 def check_beam(model, texts, answers) -> float:
-    from tslens.complete import beam_search
-    from tslens.scoring import plain_answer_logprob, prompt_token_ids
+    from tslens._reference import plain_answer_logprob
+    from tslens.engine.scoring import prompt_token_ids
+    from tslens.engine.search import beam_search
 
     ids = prompt_token_ids(model, texts)
     found = beam_search(model, texts, width=4, max_new_tokens=3, finish_at_max=True)
@@ -174,9 +180,9 @@ def check_beam(model, texts, answers) -> float:
 
 @torch.inference_mode()
 def check_solved(model, texts, answers) -> float:
-    from tslens.analyses.mixture import tasks_solved
-    from tslens.analyses.solved import score_and_solve
-    from tslens.scoring import answer_logprobs_naive
+    from tslens._reference import answer_logprobs_naive
+    from tslens.analyses.prompt.mixture import tasks_solved
+    from tslens.analyses.prompt.solved import score_and_solve
 
     slow = answer_logprobs_naive(model, texts, answers)
     worst = 0.0

@@ -8,8 +8,8 @@ the exactness checks (``tslens doctor``) and the tests.
   post-feedforward norms with Gemma's ``1 + weight`` gain, embedding scaling, tied unembedding;
 - ``llama-gqa``: a Llama with four query heads sharing two key/value heads (SmolLM2's layout).
 
-All use the character tokenizer (:func:`tslens.charlm.char_tokenizer`) and are written as
-ordinary HF directories that :func:`tslens.models.load_model` boots.
+All use the character tokenizer (:func:`tslens.training.charlm.char_tokenizer`) and are written as
+ordinary HF directories that :func:`tslens.sources.loader.load_model` boots.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from tslens.charlm import build_char_model, char_tokenizer
+from tslens.training.charlm import build_char_model, char_tokenizer
 
 KINDS = ("char-llama", "gpt2", "gemma3", "llama-gqa")
 

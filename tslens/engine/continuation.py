@@ -37,7 +37,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from tslens.architecture import attention_masks
+from tslens.engine.architecture import attention_masks
 from tslens.errors import TslensError
 
 # The names a Hugging Face cache has gone by: the newest first.
@@ -234,10 +234,10 @@ def run_prefix(model, batch: PrefixBatch) -> tuple[Float[Tensor, "batch vocab"],
 
 def run_prefix_packed(model, packed, width: int):
     """One forward of prompts with their answers packed behind them
-    (:class:`tslens.packing.PackedBatch`, prompts ``width`` wide), as the plain scorer runs
+    (:class:`tslens.engine.packing.PackedBatch`, prompts ``width`` wide), as the plain scorer runs
     them; returns the kept logits and the KV cache of the prompts alone (the answer columns
     dropped), ready for :func:`continue_prefix` with the matching :func:`left_pad` batch."""
-    from tslens.packing import packed_inputs
+    from tslens.engine.packing import packed_inputs
 
     cache = new_cache()
     ids, masks, positions = packed_inputs(model, packed)

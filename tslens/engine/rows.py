@@ -3,8 +3,8 @@
 A *row* continues cached prompt ``owner`` from its token ``start``: it sees the prompt's tokens
 before ``start`` in the cache, recomputes ``suffix`` (the tokens from ``start`` on, possibly
 with some deleted) at their own positions, and has its answers packed behind it
-(:func:`tslens.packing.pack_answers`). Scoring all answers of a prompt behind its cache is the
-row ``start = len(prompt) - 1, suffix = [last token]``; a prompt with demonstrations deleted is
+(:func:`tslens.engine.packing.pack_answers`). Scoring all answers of a prompt behind its cache is
+the row ``start = len(prompt) - 1, suffix = [last token]``; a prompt with demonstrations deleted is
 the row that starts at the first deletion. Each row costs its own suffix and answers, never the
 prompt again; rows of similar length share a forward.
 """
@@ -18,10 +18,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from tslens.architecture import attention_masks
-from tslens.batching import default_batch_size
+from tslens.engine.architecture import attention_masks
+from tslens.engine.batching import default_batch_size
 from tslens.engine.continuation import PrefixBatch, cached_forward, fork
-from tslens.packing import pack_answers, read_packed
+from tslens.engine.packing import pack_answers, read_packed
 
 
 @dataclass

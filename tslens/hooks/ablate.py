@@ -1,7 +1,7 @@
 """Ablate attention heads: overwrite a head's ``z`` (its output before ``W_O``) with a fixed
 value (zero ablation), the head's mean (mean ablation) or its value on another prompt
 (resample ablation); the values are computed by the caller, see
-:mod:`tslens.analyses.ablation`."""
+:mod:`tslens.engine.ablation`."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ HOOK_KINDS: dict[str, str] = {
     "mlp_out": "blocks.{layer}.hook_mlp_out",
     "z": "blocks.{layer}.attn.hook_z",  # per head: [batch, pos, head, d_head]
     # the attention output before a post-attention norm (Gemma 2/3 only; see
-    # tslens.architecture.post_attention_norms): what that norm normalises
+    # tslens.engine.architecture.post_attention_norms): what that norm normalises
     "attn_pre_norm": "blocks.{layer}.ln1_post.hook_in",
     # attention probabilities: [batch, head, query pos, key pos] (heads BEFORE positions)
     "pattern": "blocks.{layer}.attn.hook_pattern",

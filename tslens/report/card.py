@@ -9,11 +9,9 @@ import math
 from dataclasses import asdict
 from typing import Any
 
-from tslens.charlm import CHARS, SPECIAL
-from tslens.prompts import build_mixture_prompts
-from tslens.recipe import Recipe
 from tslens.report.evaluation import curve_table_markdown, summary_rows
 from tslens.tasks import get_task
+from tslens.training.recipe import Recipe
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -30,15 +28,23 @@ def _minutes(seconds: float) -> str:
 
 
 def model_card(
-    name: str, recipe: Recipe, log: dict[str, Any], evaluation: dict[str, Any], command: str
+    name: str,
+    recipe: Recipe,
+    log: dict[str, Any],
+    evaluation: dict[str, Any],
+    command: str,
+    example: tuple[str, str],
+    vocabulary: str,
 ) -> str:
     """The card's Markdown text. ``log`` is ``train_log.json``, ``evaluation`` is ``eval.json``
-    and ``command`` the shell command that trained (and evaluated) the model."""
+    and ``command`` the shell command that trained (and evaluated) the model; ``example`` is a
+    one-task prompt with 3 demonstrations followed by its answer, as ``(task name, text)``, and
+    ``vocabulary`` a note on the tokenizer's vocabulary. Long: one Markdown template, read top
+    to bottom as the card reads."""
     tail = 100
     final = {kind: sum(v[-tail:]) / len(v[-tail:]) for kind, v in log["kind_losses"].items()}
     groups = recipe.task_groups()
-    example_task = get_task(recipe.tasks[0])
-    example = build_mixture_prompts([example_task], [1.0], 1, 3, seed=0)[0]
+    example_task, example_text = example
     header, rows = summary_rows([evaluation])
     accuracy_rows = [[t, a] for t, a in evaluation["accuracy"].items()]
     recipe_rows = [[k, json.dumps(v)] for k, v in asdict(recipe).items() if k != "tasks"]
@@ -59,15 +65,15 @@ tasks were never seen in training; the evaluation below measures what the model 
 
 - The sequence starts with the `<bos>` token (id 1). `tslens` adds it by itself
   (`default_prepend_bos`); with plain `transformers`, tokenize with `add_special_tokens=True`.
-- One token per character (letters, digits, punctuation, space, newline; {_vocab_note()}).
+- One token per character (letters, digits, punctuation, space, newline; {vocabulary}).
 - Each demonstration is one line `x>y`; lines are joined by a newline; the prompt ends with the
   query `x>` and the answer is the next character. Training sequences hold {recipe.n_demos}
   demonstrations of one task and a query; the loss is on answer characters only.
-- Example ({example_task.name}, 3 demonstrations; in `tslens` the query never appears among
+- Example ({example_task}, 3 demonstrations; in `tslens` the query never appears among
   its prompt's demonstrations):
 
 ```
-<bos>{example.text}{example.answers[0]}
+<bos>{example_text}
 ```
 
 ## Tasks
@@ -149,7 +155,3 @@ def set_card_section(card: str, title: str, body: str) -> str:
     after = rest.split("\n## ", 1)
     tail = "\n## " + after[1] if len(after) > 1 else ""
     return before + section + tail
-
-
-def _vocab_note() -> str:
-    return f"{len(SPECIAL) + len(CHARS)} tokens including {', '.join(f'`{s}`' for s in SPECIAL)}"

@@ -1,5 +1,5 @@
 """Figures for ``tslens decode``: what each decoder recovers of the K task answers, at what
-cost, and how generation collapses onto one task (:mod:`tslens.analyses.collapse`)."""
+cost, and how generation collapses onto one task (:mod:`tslens.analyses.prompt.collapse`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from tslens.analyses.decoding import DECODERS
+from tslens.analyses.prompt.decoding import DECODERS
 from tslens.report.html import table_html, write_dashboard
 
 

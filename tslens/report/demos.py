@@ -1,5 +1,6 @@
 """The ``demos.html`` dashboard: which demonstrations feed each answer, and which heads read
-them (from the ``demos.json`` content of :func:`tslens.analyses.demonstrations.demos_json`)."""
+them (from the ``demos.json`` content of
+:func:`tslens.analyses.prompt.demonstrations.demos_json`)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Figures and dashboards for model evaluations (``eval.json`` of ``tslens train`` /
 ``tslens evaluate``), one model or several side by side (the head-count study).
 
-Everything here reads the JSON form (:meth:`tslens.analyses.evaluation.Evaluation.to_json`),
+Everything here reads the JSON form (:meth:`tslens.analyses.prompt.evaluation.Evaluation.to_json`),
 so saved evaluations can be compared without re-running any model.
 """
 

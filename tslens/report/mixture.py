@@ -8,7 +8,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from tslens.analyses.mixture import MixtureResult
+from tslens.analyses.prompt.mixture import MixtureResult
 from tslens.report.html import table_html, write_dashboard
 
 
