@@ -6,8 +6,9 @@ the final token, so the keys/values of the prompt's prefix are the same for ever
 :func:`patched_answer_logprobs` therefore runs each prefix once, repeats its KV cache for all
 variants, and continues with one batched forward of ``[final token, packed answers]`` per
 variant row (answers packed as in :func:`tslens.engine.packing.pack_answers`).
-:func:`patched_answer_logprobs_naive` is the plain reference: one full forward with a hook per
-prompt, variant and answer; the two agree to float32 precision (tested).
+``patched_answer_logprobs_naive`` (private, in ``tslens/_reference.py``) is the plain
+reference: one full forward with a hook per prompt, variant and answer; the two agree to
+float32 precision (tested).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 The fast path computes each prompt's prefix once (one batched, left-padded forward that keeps
 the KV cache and only the last position's logits), then scores *all* answers of all prompts in
-one batched continuation over that cache. :func:`answer_logprobs_naive` is the plain reference
-(one full forward per prompt+answer); the two agree to float32 precision (tested).
+one batched continuation over that cache. ``answer_logprobs_naive`` (private, in
+``tslens/_reference.py``) is the plain reference (one full forward per prompt+answer); the two
+agree to float32 precision (tested).
 
 Tokenization: a prompt is tokenized as ``[BOS] + tokens(prompt)`` when the model's TransformerLens
 config prepends BOS (``cfg.default_prepend_bos``), and an answer's tokens are

@@ -5,8 +5,9 @@ intact prompt, with each demonstration deleted, and with every demonstration of 
 deleted. Each prompt runs once and keeps its KV cache; every deleted prompt is then one row of
 a batched continuation of that cache that sees the prompt's keys before the deletion and
 recomputes only what follows it (:func:`deletion_logprobs`), at the positions it has without
-the deleted tokens. :func:`demonstration_effects_naive` is the plain reference (one forward
-per deleted prompt and answer); the two agree to float32 precision.
+the deleted tokens. ``demonstration_effects_naive`` (private, in ``tslens/_reference.py``) is
+the plain reference (one forward per deleted prompt and answer); the two agree to float32
+precision.
 
 A demonstration is its line plus the separator after it, in tokens: token ``t`` belongs to
 demonstration ``j`` when its first character lies in that span of the text (BOS and the query
