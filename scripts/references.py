@@ -26,6 +26,8 @@ MODULES = [
     "tslens.tasks",
     "tslens.prompts",
     "tslens.engine.lens",
+    "tslens.engine.run",
+    "tslens.engine.tokens",
     "tslens.engine.architecture",
     "tslens.engine.scoring",
     "tslens.engine.packing",

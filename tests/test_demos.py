@@ -16,6 +16,7 @@ from tslens.analyses.prompt.demonstrations import (
 )
 from tslens.cli import main
 from tslens.doctor.tiny import write_tiny_gemma
+from tslens.prompts import PromptSpec
 from tslens.sources.loader import load_model
 from tslens.tasks import resolve_tasks
 
@@ -64,7 +65,7 @@ def test_deletion_rows_handle_deletions_at_the_start_and_the_end(shipped):
 @pytest.mark.parametrize("template", ["spaced", "qa"])
 def test_demonstration_spans_are_the_demonstration_lines(gpt2, template):
     tasks = resolve_tasks("capital,continent")
-    prompts, tmpl, spans = build_demo_prompts(gpt2, tasks, 2, 5, 0, template)
+    prompts, tmpl, spans = build_demo_prompts(gpt2, tasks, PromptSpec(2, 5, 0, template))
     ids = gpt2.tokenizer([p.text for p in prompts], add_special_tokens=False)["input_ids"]
     bos = len(prompts[0].text) and int(gpt2.cfg.default_prepend_bos)
     for prompt, p_ids, demo_spans in zip(prompts, ids, spans, strict=True):
@@ -102,7 +103,7 @@ def test_summaries_on_known_numbers():
 
 def test_attention_masses_are_the_pattern_summed_over_each_demonstration(shipped):
     tasks = resolve_tasks("plus2,plus5")
-    prompts, _, spans = build_demo_prompts(shipped, tasks, 3, 5, 0, None)
+    prompts, _, spans = build_demo_prompts(shipped, tasks, PromptSpec(3, 5))
     mass = attention_to_demonstrations(shipped, [p.text for p in prompts], spans, batch_size=2)
     ids = torch.tensor([shipped.tokenizer.bos_token_id] + shipped.tokenizer(
         prompts[2].text, add_special_tokens=False)["input_ids"])[None]  # fmt: skip

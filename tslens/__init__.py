@@ -9,6 +9,7 @@ _LAZY = {
     "Lens": "tslens.engine.lens",
     "as_lens": "tslens.engine.lens",
     "MixturePrompt": "tslens.prompts",
+    "PromptSpec": "tslens.prompts",
     "build_mixture_prompts": "tslens.prompts",
     "MixtureResult": "tslens.analyses.prompt.mixture",
     "measure_mixture": "tslens.analyses.prompt.mixture",

@@ -26,7 +26,7 @@ from tslens.analyses.prompt.demonstrations import DemoEffects, delete_tokens, de
 from tslens.engine.lens import as_lens
 from tslens.engine.packing import forward_packed, pack_answers, read_packed
 from tslens.engine.patching import patch_token_ids
-from tslens.engine.scoring import answer_token_ids
+from tslens.engine.tokens import answer_token_ids
 from tslens.hooks.patch import patching
 
 
@@ -41,7 +41,7 @@ def demonstration_effects_naive(model, effects: DemoEffects) -> Float[Tensor, "p
     k = len(effects.tasks)
     rows = []
     for prompt, p_ids, spans in zip(effects.prompts, prompt_ids, effects.spans, strict=True):
-        answer_ids = answer_token_ids(model, [prompt.text], [prompt.answers], [p_ids])[0]
+        answer_ids = answer_token_ids(as_lens(model), [prompt.text], [prompt.answers], [p_ids])[0]
         variants = [[], *deletion_sets(prompt, spans, k)]
         logprobs = [
             [plain_answer_logprob(model, delete_tokens(p_ids, deleted), a) for a in answer_ids]
@@ -126,8 +126,9 @@ def answer_logprobs_naive(
 ) -> Float[Tensor, "prompt k"]:
     """Reference implementation: one plain forward of prompt+answer per answer, no batching,
     no cache. Same arguments and output layout as :func:`answer_logprobs`."""
-    prompt_ids = as_lens(model).token_ids(prompts)
-    answer_ids = answer_token_ids(model, prompts, answers, prompt_ids, boundary=boundary)
+    lens = as_lens(model)
+    prompt_ids = lens.token_ids(prompts)
+    answer_ids = answer_token_ids(lens, prompts, answers, prompt_ids, boundary=boundary)
     out = torch.full(
         (len(prompts), max((len(a) for a in answers), default=0)),
         float("-inf"),

@@ -10,7 +10,7 @@ longer run extends a shorter one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -215,6 +215,65 @@ def build_mixture_prompts(
             )
         )
     return prompts
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """How a study draws its prompts: the settings every analysis shares, as one object.
+
+    ``spec.mixture(tasks)`` builds the mixture prompts (:func:`build_mixture_prompts`),
+    ``spec.queries(tasks)`` the zero-shot query prompts (:func:`build_query_prompts`, which
+    use only ``n_prompts``, ``seed`` and ``template``), and ``spec.but(n_prompts=10)`` a copy
+    with some settings changed. The same spec gives the same prompts.
+
+    Attributes:
+        n_prompts: number of prompts.
+        n_examples: demonstrations per prompt.
+        seed: prompt ``i`` is drawn from ``numpy.random.default_rng([seed, i])``.
+        template: name in :data:`TEMPLATES`, a ``{x}...{y}`` string, or ``None`` for the
+            family's default.
+        weights: share of demonstrations per task (see :func:`parse_weights`); default uniform.
+        sampling: ``"exact"`` or ``"iid"`` (see :func:`build_mixture_prompts`).
+    """
+
+    n_prompts: int = 100
+    n_examples: int = 60
+    seed: int = 0
+    template: str | Template | None = None
+    weights: str | Sequence[float] | None = None
+    sampling: str = "exact"
+
+    def mixture(self, tasks: Sequence[Task], shuffle_labels: bool = False) -> list[MixturePrompt]:
+        """The mixture prompts of ``tasks`` under these settings."""
+        return build_mixture_prompts(
+            tasks, self.weights, self.n_prompts, self.n_examples, self.seed, self.template,
+            self.sampling, shuffle_labels,
+        )  # fmt: skip
+
+    def queries(self, tasks: Sequence[Task]) -> list[MixturePrompt]:
+        """The zero-shot query prompts of ``tasks`` (no demonstrations)."""
+        return build_query_prompts(tasks, self.n_prompts, self.seed, self.template)
+
+    def but(self, **changes: object) -> PromptSpec:
+        """A copy with ``changes`` applied (``spec.but(weights=[1.0])``)."""
+        return replace(self, **changes)
+
+    def arguments(self) -> dict[str, object]:
+        """``n_prompts``, ``n_examples``, ``seed`` and ``template`` as keyword arguments for
+        the analyses that take them one by one:
+        ``task_vectors(model, tasks, **spec.arguments())``."""
+        return {"n_prompts": self.n_prompts, "n_examples": self.n_examples, "seed": self.seed,
+                "template": self.template}  # fmt: skip
+
+    def settings(self) -> dict[str, object]:
+        """The prompt counts, seed and template as a result's ``settings`` record keeps them
+        (template ``"default"`` when unset; weights are recorded by each result its own way)."""
+        return {
+            "n_prompts": self.n_prompts,
+            "n_examples": self.n_examples,
+            "seed": self.seed,
+            "template": str(self.template or "default"),
+        }
 
 
 def build_query_prompts(

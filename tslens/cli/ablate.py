@@ -9,9 +9,9 @@ from tslens.cli.common import (
     TASKS_HELP,
     add_model_args,
     add_prompt_args,
-    default_n_examples,
     model_from_args,
     positive_int,
+    prompt_spec,
 )
 from tslens.cli.outputs import add_out_args
 from tslens.io import write_json_atomic
@@ -53,8 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.heads != "auto":
         heads = [parse_head(spec, model) for spec in args.heads.split(",") if spec.strip()]
     options = dict(
-        kind=args.kind, scope=args.scope, n_prompts=args.n_prompts, seed=args.seed,
-        n_examples=args.n_examples or default_n_examples(tasks), template=args.template,
+        kind=args.kind, scope=args.scope, **prompt_spec(args, tasks).arguments(),
         n_random=args.n_random, batch_size=args.batch_size, progress=True,
     )  # fmt: skip
     study = ablation_study(model, tasks, heads=heads, **options).to_json()

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Sequence
 
 from tslens.errors import TslensError
+from tslens.prompts import PromptSpec, parse_weights
 from tslens.sources.loader import DEFAULT_MODEL, DTYPES, default_tasks, load_model
 from tslens.sources.pretrained import default_template
+from tslens.tasks import Task
 
 DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 log = logging.getLogger("tslens.cli")
@@ -122,6 +125,19 @@ def add_prompt_args(parser: argparse.ArgumentParser, n_prompts: int) -> None:
                         "model's tasks, else 30)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--template", default=None, help=TEMPLATE_HELP)
+
+
+def prompt_spec(args: argparse.Namespace, tasks: Sequence[Task]) -> PromptSpec:
+    """The prompt settings of a subcommand's ``--n-prompts``, ``--n-examples`` (default
+    :func:`default_n_examples`), ``--seed``, ``--template`` and ``--weights`` (when it has it)."""
+    weights = getattr(args, "weights", None)
+    return PromptSpec(
+        n_prompts=args.n_prompts,
+        n_examples=args.n_examples or default_n_examples(tasks),
+        seed=args.seed,
+        template=args.template,
+        weights=parse_weights(weights, len(tasks)) if weights is not None else None,
+    )
 
 
 def default_n_examples(tasks) -> int:

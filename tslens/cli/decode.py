@@ -9,14 +9,14 @@ from pathlib import Path
 from tslens.cli.common import (
     add_model_args,
     add_prompt_args,
-    default_n_examples,
     model_from_args,
     positive_int,
+    prompt_spec,
 )
 from tslens.cli.outputs import add_out_args
 from tslens.errors import TslensError
 from tslens.io import write_json_atomic
-from tslens.prompts import build_mixture_prompts, load_prompt_file, parse_weights
+from tslens.prompts import load_prompt_file
 from tslens.tasks import resolve_tasks
 
 
@@ -59,11 +59,8 @@ def run(args: argparse.Namespace) -> int:
     tasks = None
     if args.tasks:
         tasks = resolve_tasks(args.tasks)
-        weights = parse_weights(args.weights, len(tasks))
-        n_examples = args.n_examples or default_n_examples(tasks)
-        built = build_mixture_prompts(
-            tasks, weights, args.n_prompts, n_examples, args.seed, args.template
-        )
+        spec = prompt_spec(args, tasks)
+        built = spec.mixture(tasks)
         prompts, answers = [p.text for p in built], [list(p.answers) for p in built]
     else:
         prompts, answers = load_prompt_file(args.prompt_file)
@@ -87,9 +84,9 @@ def run(args: argparse.Namespace) -> int:
     }
     if tasks is not None and not args.no_collapse:
         collapse = generation_collapse(
-            model, tasks, weights, args.n_prompts, n_examples, args.seed, args.template,
-            args.n_samples, args.temperature, budget, until == "length",
-            batch_size=args.batch_size,
+            model, tasks, spec.weights, **spec.arguments(), n_samples=args.n_samples,
+            temperature=args.temperature, max_new_tokens=budget,
+            finish_at_max=until == "length", batch_size=args.batch_size,
         )  # fmt: skip
         result["collapse"] = collapse.to_json()
     write_json_atomic(args.out / "decode.json", result)

@@ -10,8 +10,8 @@ from tslens.cli.common import (
     TASKS_HELP,
     add_model_args,
     add_prompt_args,
-    default_n_examples,
     model_from_args,
+    prompt_spec,
 )
 from tslens.cli.outputs import add_out_args
 from tslens.io import write_json_atomic
@@ -48,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     top = [parse_head(spec, model) for spec in args.heads.split(",") if spec.strip()]
     effects = demonstration_effects(
-        model, tasks, n_prompts=args.n_prompts, seed=args.seed, template=args.template,
-        n_examples=args.n_examples or default_n_examples(tasks), batch_size=args.batch_size,
+        model, tasks, **prompt_spec(args, tasks).arguments(), batch_size=args.batch_size,
         progress=True,
     )  # fmt: skip
     heads = None

@@ -9,9 +9,9 @@ from tslens.cli.common import (
     TASKS_HELP,
     add_model_args,
     add_prompt_args,
-    default_n_examples,
     model_from_args,
     positive_int,
+    prompt_spec,
 )
 from tslens.cli.outputs import add_out_args
 from tslens.io import write_json_atomic
@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     tasks = resolve_tasks(args.tasks)
     model = model_from_args(args)
     result = attribute_heads(
-        model, tasks, methods, args.n_prompts, args.n_examples or default_n_examples(tasks),
-        args.seed, args.template, args.fv_heads, args.batch_size, progress=True,
+        model, tasks, methods, **prompt_spec(args, tasks).arguments(), fv_heads=args.fv_heads,
+        batch_size=args.batch_size, progress=True,
     ).to_json()  # fmt: skip
     result = {"model": model.tslens_name, "command": "tslens " + " ".join(args.argv), **result}
     write_json_atomic(args.out / "heads.json", result)

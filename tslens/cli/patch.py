@@ -11,8 +11,8 @@ from tslens.cli.common import (
     TASKS_HELP,
     add_model_args,
     add_prompt_args,
-    default_n_examples,
     model_from_args,
+    prompt_spec,
 )
 from tslens.cli.outputs import add_out_args
 from tslens.errors import TslensError
@@ -112,23 +112,22 @@ def run(args: argparse.Namespace) -> int:
     lambdas = parse_lambdas(args.lambdas)
     model = model_from_args(args)
     layers = check_layers(model, parse_layers(args.layers, model.cfg.n_layers))
-    n_examples = args.n_examples or default_n_examples(tasks)
+    spec = prompt_spec(args, tasks)
     if args.vectors and args.vectors.exists():
         vectors = TaskVectors.load(args.vectors, model)
         vectors.select(names)
     else:
         vectors = task_vectors(
-            model, tasks, args.n_prompts, n_examples, args.seed, args.template,
-            batch_size=args.batch_size, progress=True,
-        )  # fmt: skip
+            model, tasks, **spec.arguments(), batch_size=args.batch_size, progress=True
+        )
         if args.vectors:
             vectors.save(args.vectors)
     common = dict(
-        layers=layers, n_prompts=args.n_prompts, seed=args.seed + 1, mode=args.mode,
+        layers=layers, n_prompts=spec.n_prompts, seed=spec.seed + 1, mode=args.mode,
         template=args.template, onward=args.multi_layer, batch_size=args.batch_size,
     )  # fmt: skip
     sweep = patch_sweep(
-        model, vectors, names, sweep_points(lambdas, len(names)), icl_examples=n_examples,
+        model, vectors, names, sweep_points(lambdas, len(names)), icl_examples=spec.n_examples,
         progress=True, **common,
     )  # fmt: skip
     # the layer sweep of pure vectors is the sweep's corners when it has them (K = 2 with
@@ -140,13 +139,13 @@ def run(args: argparse.Namespace) -> int:
         "lambdas": lambdas,
         "best_layer": layer_sweep.best_layer(),
         "layer_sweep": layer_sweep.to_json(),
-        "n_examples": n_examples,
+        "n_examples": spec.n_examples,
         "vectors": vectors.settings,
     }
     if not args.no_geometry:
         result["geometry"] = vector_geometry(
-            model, tasks, args.n_prompts, n_examples, args.seed, args.template, layers,
-            batch_size=args.batch_size, progress=True,
+            model, tasks, **spec.arguments(), layers=layers, batch_size=args.batch_size,
+            progress=True,
         ).to_json()  # fmt: skip
     write_json_atomic(args.out / "patch.json", result)
     write_patch_html(result, args.out / "patch.html")

@@ -82,14 +82,14 @@ def _longest_prompt_tokens(args: argparse.Namespace, tokenizer, tasks) -> int:
     """Tokens of the longest prompt + answer the run builds (its first prompt: every prompt
     of a run has the same number of demonstrations)."""
     from tslens.cli.common import default_n_examples
-    from tslens.prompts import build_mixture_prompts
+    from tslens.prompts import PromptSpec
 
-    n_examples = getattr(args, "n_examples", None) or default_n_examples(tasks)
     weights = getattr(args, "weights", None)
     if isinstance(weights, list):  # scale: several settings of the same size
         weights = weights[0]
-    template = getattr(args, "template", None)
-    prompt = build_mixture_prompts(tasks, weights, 1, n_examples, args.seed, template)[0]
+    n_examples = getattr(args, "n_examples", None) or default_n_examples(tasks)
+    spec = PromptSpec(1, n_examples, args.seed, getattr(args, "template", None), weights)
+    prompt = spec.mixture(tasks)[0]
     ids = tokenizer(prompt.text + max(prompt.answers, key=len), add_special_tokens=False)
     return 1 + len(ids["input_ids"])  # + BOS
 

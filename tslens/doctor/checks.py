@@ -147,10 +147,12 @@ def check_head_patching(model, texts, answers) -> float:
 def check_deletions(model, texts, answers) -> float:
     from tslens._reference import plain_answer_logprob
     from tslens.analyses.prompt.demonstrations import delete_tokens, deletion_logprobs
-    from tslens.engine.scoring import answer_token_ids, prompt_token_ids
+    from tslens.engine.lens import as_lens
+    from tslens.engine.scoring import prompt_token_ids
+    from tslens.engine.tokens import answer_token_ids
 
     ids = prompt_token_ids(model, texts)
-    answer_ids = answer_token_ids(model, texts, answers, ids)
+    answer_ids = answer_token_ids(as_lens(model), texts, answers, ids)
     deletions = [[[3, 4, 5], [len(p) // 2], list(range(len(p) - 4, len(p) - 1))] for p in ids]
     fast = deletion_logprobs(model, ids, deletions, answer_ids)
     worst = 0.0

@@ -11,6 +11,9 @@ The public verbs, all taking a :class:`Lens` (or a bare ``TransformerBridge``, w
 - :func:`ablated_answer_logprobs` / :func:`head_statistics`: answers with heads ablated
   (:mod:`tslens.engine.ablation`);
 - :func:`beam_search` and the decoders (:mod:`tslens.engine.search`, :mod:`tslens.engine.decoders`);
+- ``with lens.run(prompts, answers) as r: r.patch(...); r.ablate(...); r.capture(...);
+  r.score()``: any mix of interventions and reads declared, then computed in one pass
+  (:mod:`tslens.engine.run`);
 - :func:`batched`: the one batch loop (progress, resume, OOM back-off) for anything else;
 - :mod:`tslens.engine.continuation`: the one way tslens runs a prompt once and continues its
   KV cache, under all of the above.
@@ -22,11 +25,13 @@ from tslens.engine.capture import capture_activations
 from tslens.engine.decoders import branch_complete_answers, sample_complete_answers
 from tslens.engine.lens import Lens, as_lens
 from tslens.engine.patching import patched_answer_logprobs
+from tslens.engine.run import Run, run
 from tslens.engine.scoring import answer_is_greedy, answer_logprobs, answer_token_logprobs
 from tslens.engine.search import beam_search
 
 __all__ = [
     "Lens",
+    "Run",
     "ablated_answer_logprobs",
     "answer_is_greedy",
     "answer_logprobs",
@@ -38,6 +43,7 @@ __all__ = [
     "capture_activations",
     "head_statistics",
     "patched_answer_logprobs",
+    "run",
     "sample_complete_answers",
     "status",
 ]

@@ -23,7 +23,7 @@ from torch import Tensor
 from tslens.engine.batching import batched
 from tslens.engine.lens import as_lens
 from tslens.engine.packing import forward_packed, pack_answers, read_packed
-from tslens.engine.scoring import answer_token_ids
+from tslens.engine.tokens import answer_token_ids
 from tslens.errors import TslensError
 from tslens.hooks.ablate import ablating
 from tslens.hooks.capture import capturing

@@ -36,7 +36,7 @@ def default_batch_size(model, tokens_per_row: int = 512) -> int:
     unembedding is streamed once per forward), between 2 and 64. CUDA: half the free memory
     over an estimate of one row's activations
     (``tokens_per_row`` tokens x layers x (residual + MLP + attention) in the model's dtype),
-    between 1 and 256; :func:`shrink_on_oom` corrects an estimate that is too high.
+    between 1 and 256; :func:`batched` halves an estimate that turns out too high.
     """
     cfg = model.cfg
     device = torch.device(cfg.device)
@@ -52,25 +52,6 @@ def default_batch_size(model, tokens_per_row: int = 512) -> int:
     per_token = cfg.n_layers * (6 * cfg.d_model + 2 * d_mlp + cfg.n_heads * tokens_per_row)
     per_row = tokens_per_row * per_token * bytes_per
     return int(max(1, min(256, free // 2 // max(per_row, 1))))
-
-
-def shrink_on_oom(run: Callable[[list[int]], None], order: Sequence[int], batch_size: int) -> None:
-    """Call ``run(chunk)`` over consecutive chunks of ``order`` of ``batch_size`` items; a
-    chunk that runs out of accelerator memory is retried with half as many (``run`` must have
-    no effect when it raises), down to one item, which raises."""
-    order, start = list(order), 0
-    while start < len(order):
-        chunk = order[start : start + batch_size]
-        try:
-            run(chunk)
-        except torch.OutOfMemoryError:
-            if batch_size == 1:
-                raise
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            batch_size = max(1, batch_size // 2)
-            continue
-        start += len(chunk)
 
 
 def batched(

@@ -16,6 +16,7 @@ A bare bridge handed to a library function is wrapped by :func:`as_lens`, once p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ import torch
 from tslens.engine.architecture import post_attention_norms, sliding_window
 from tslens.engine.batching import default_batch_size
 from tslens.engine.continuation import PrefixBatch, left_pad
+from tslens.engine.run import Run, run
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,6 +84,18 @@ class Lens:
     def batch_size(self, tokens_per_row: int = 512) -> int:
         """Prompts per forward when the caller does not say (:func:`default_batch_size`)."""
         return default_batch_size(self.bridge, tokens_per_row)
+
+    def run(
+        self,
+        prompts: Sequence[str],
+        answers: Sequence[Sequence[str]] | None = None,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> AbstractContextManager[Run]:
+        """``with lens.run(prompts, answers) as r: r.patch(...); r.ablate(...);
+        acts = r.capture(...); scores = r.score()``: interventions and reads declared in the
+        block, computed in one pass at its end (:mod:`tslens.engine.run`)."""
+        return run(self, prompts, answers, batch_size, progress)
 
     # Everything else is the bridge's: lens.cfg, lens.tokenizer, lens.blocks, lens.hooks(...).
     def __getattr__(self, name: str) -> Any:

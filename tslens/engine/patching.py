@@ -24,7 +24,7 @@ from tslens.engine.batching import batched
 from tslens.engine.continuation import cached_forward, fork, run_prefix
 from tslens.engine.lens import as_lens
 from tslens.engine.packing import pack_answers, read_packed
-from tslens.engine.scoring import answer_token_ids, prompt_token_ids
+from tslens.engine.tokens import answer_token_ids
 from tslens.hooks.capture import capturing
 from tslens.hooks.entry import staggered_entry
 from tslens.hooks.patch import patching
@@ -33,10 +33,11 @@ from tslens.hooks.patch import patching
 def patch_token_ids(model, prompts, answers):
     """Prompt and answer token ids of a patched run; a prompt needs two tokens (its final one
     is patched, the rest is the shared prefix)."""
-    prompt_ids = prompt_token_ids(model, prompts)
+    lens = as_lens(model)
+    prompt_ids = lens.token_ids(prompts)
     if min(len(p) for p in prompt_ids) < 2:
         raise ValueError("a patched prompt needs at least two tokens (BOS counts)")
-    return prompt_ids, answer_token_ids(model, prompts, answers, prompt_ids)
+    return prompt_ids, answer_token_ids(lens, prompts, answers, prompt_ids)
 
 
 @torch.inference_mode()

@@ -33,7 +33,7 @@ from tslens.engine.capture import capture_activations
 from tslens.engine.patching import patched_answer_logprobs
 from tslens.engine.scoring import answer_logprobs
 from tslens.errors import TslensError
-from tslens.prompts import build_mixture_prompts, build_query_prompts
+from tslens.prompts import PromptSpec
 from tslens.tasks import Task
 
 METHODS = ("dla", "patch", "aie")
@@ -173,7 +173,8 @@ def attribute_heads(
     """
     methods = check_methods(methods)
     names = [t.name for t in tasks]
-    mixture = build_mixture_prompts(tasks, None, n_prompts, n_examples, seed, template)
+    spec = PromptSpec(n_prompts, n_examples, seed, template)
+    mixture = spec.mixture(tasks)
     texts, answers = [p.text for p in mixture], [p.answers for p in mixture]
     probs = answer_logprobs(model, texts, answers, batch_size=batch_size).exp()
     result = HeadAttribution(
@@ -190,9 +191,7 @@ def attribute_heads(
             others = (dla.sum(1, keepdim=True) - dla) / (len(tasks) - 1)
             result.extras["dla_diff"] = (dla - others).mean(0).tolist()
     if "patch" in methods:
-        corrupt = build_mixture_prompts(
-            tasks, None, n_prompts, n_examples, seed, template, shuffle_labels=True
-        )
+        corrupt = spec.mixture(tasks, shuffle_labels=True)
         clean_z = final_z(model, texts, batch_size)
         delta, corrupted = per_head_effects(
             model, [p.text for p in corrupt], answers, clean_z, batch_size, progress
@@ -205,8 +204,7 @@ def attribute_heads(
         n_top = fv_heads or max(1, min(10, total_heads // 4))
         aie, vectors = [], {}
         for k, task in enumerate(tasks):
-            score, info = _task_aie(model, task, tasks, k, n_prompts, n_examples, seed, template,
-                                    n_top, batch_size, progress)  # fmt: skip
+            score, info = _task_aie(model, task, tasks, k, spec, n_top, batch_size, progress)
             aie.append(score)
             vectors[task.name] = info
         result.scores["aie"] = torch.stack(aie).float()
@@ -214,22 +212,19 @@ def attribute_heads(
     return result
 
 
-def _task_aie(model, task, tasks, k, n_prompts, n_examples, seed, template, n_top, batch_size,
-              progress):  # fmt: skip
+def _task_aie(model, task: Task, tasks: Sequence[Task], k: int, spec: PromptSpec, n_top: int,
+              batch_size: int | None, progress: bool):  # fmt: skip
     """AIE of every head for one task, and that task's function vector evaluated layer by
     layer on zero-shot queries (P of every task's answer, so leakage to the others shows)."""
-    shuffled = build_mixture_prompts(
-        [task], None, n_prompts, n_examples, seed, template, shuffle_labels=True
-    )
-    clean_z = prompt_vectors(model, [task], [1.0], n_prompts, n_examples, seed, template, "z",
-                             batch_size)  # fmt: skip
+    shuffled = spec.mixture([task], shuffle_labels=True)
+    clean_z = prompt_vectors(model, [task], spec.but(weights=[1.0]), "z", batch_size)
     mean_z = clean_z.mean(0)
     aie, base = per_head_effects(
         model, [p.text for p in shuffled], [p.answers for p in shuffled], mean_z, batch_size,
         progress,
     )  # fmt: skip
     fv, chosen = function_vector(model, mean_z, aie[0], n_top)
-    queries = build_query_prompts(tasks, n_prompts, seed + 1, template)
+    queries = spec.but(seed=spec.seed + 1).queries(tasks)
     n_layers = model.cfg.n_layers
     logprobs = patched_answer_logprobs(
         model, [q.text for q in queries], [q.answers for q in queries],

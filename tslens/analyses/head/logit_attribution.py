@@ -32,7 +32,7 @@ from torch import Tensor
 from tslens.engine.architecture import norm_eps, post_attention_norms, rms_gain
 from tslens.engine.batching import batched
 from tslens.engine.lens import as_lens
-from tslens.engine.scoring import answer_token_ids
+from tslens.engine.tokens import answer_token_ids
 from tslens.errors import TslensError
 from tslens.hooks.capture import capturing
 
@@ -61,7 +61,8 @@ class LogitAttribution:
 
 def answer_first_tokens(model, prompts: Sequence[str], answers: Sequence[Sequence[str]]):
     """The first token of every answer in context: ``[prompt][k]`` token ids."""
-    ids = answer_token_ids(model, prompts, answers, as_lens(model).token_ids(prompts))
+    lens = as_lens(model)
+    ids = answer_token_ids(lens, prompts, answers, lens.token_ids(prompts))
     return [[a[0] for a in row] for row in ids]
 
 

@@ -27,6 +27,7 @@ from torch import Tensor
 from tslens.analyses.layer.task_vectors import prompt_vectors
 from tslens.analyses.prompt.mixture import measure_mixture
 from tslens.hooks.names import check_layers
+from tslens.prompts import PromptSpec
 from tslens.tasks import Task, resolve_tasks
 
 METHODS = ("lda", "pca", "tsne")
@@ -121,6 +122,7 @@ def vector_geometry(
                      [0.5 if j in (a, b) else 0.0 for j in range(k)]))  # fmt: skip
     if k >= 3:
         sets.append(("uniform", [1 / k] * k))
+    spec = PromptSpec(n_prompts, n_examples, seed, template)
     vectors, labels = [], []
     for label, weights in sets:
         # pure sets: exactly the prompts task_vectors() averages (same seed), so a resumable
@@ -128,8 +130,8 @@ def vector_geometry(
         pure = [task_list[weights.index(1.0)]] if 1.0 in weights else None
         vectors.append(
             prompt_vectors(
-                model, pure or task_list, [1.0] if pure else weights, n_prompts, n_examples,
-                seed, template, batch_size=batch_size, progress=progress,
+                model, pure or task_list, spec.but(weights=[1.0] if pure else weights),
+                batch_size=batch_size, progress=progress,
             )[:, layers]
         )  # fmt: skip
         labels += [label] * n_prompts

@@ -23,7 +23,7 @@ from torch import Tensor
 from tslens.engine.capture import capture_activations
 from tslens.errors import TslensError
 from tslens.io import atomic_path, reading
-from tslens.prompts import build_mixture_prompts, parse_weights
+from tslens.prompts import PromptSpec, parse_weights
 from tslens.tasks import Task, resolve_tasks
 
 
@@ -82,18 +82,14 @@ class TaskVectors:
 def prompt_vectors(
     model,
     tasks: Sequence[Task],
-    weights: Sequence[float],
-    n_prompts: int,
-    n_examples: int,
-    seed: int = 0,
-    template: str | None = None,
+    spec: PromptSpec,
     kind: str = "resid_post",
     batch_size: int | None = None,
     progress: bool = False,
 ) -> Float[Tensor, "prompt layer d"]:
-    """Final-token activations of ``n_prompts`` in-context prompts mixing ``tasks`` with
-    ``weights`` (one task with weight 1 = pure prompts), at every layer."""
-    prompts = build_mixture_prompts(tasks, weights, n_prompts, n_examples, seed, template)
+    """Final-token activations at every layer of the mixture prompts ``spec`` draws from
+    ``tasks`` (one task with weight 1 = pure prompts)."""
+    prompts = spec.mixture(tasks)
     acts = capture_activations(model, [p.text for p in prompts], [kind], batch_size=batch_size,
                                progress=progress)  # fmt: skip
     return acts[kind]
@@ -113,34 +109,16 @@ def task_vectors(
     """Task vector of each task at every layer: the mean final-token activation over
     ``n_prompts`` pure in-context prompts of ``n_examples`` demonstrations."""
     task_list = resolve_tasks(tasks)
+    spec = PromptSpec(n_prompts, n_examples, seed, template, weights=[1.0])
     vectors = torch.stack(
-        [
-            prompt_vectors(
-                model,
-                [t],
-                [1.0],
-                n_prompts,
-                n_examples,
-                seed,
-                template,
-                kind,
-                batch_size,
-                progress,
-            ).mean(0)
-            for t in task_list
-        ]
+        [prompt_vectors(model, [t], spec, kind, batch_size, progress).mean(0) for t in task_list]
     )
     return TaskVectors(
         model=getattr(model, "tslens_name", type(model).__name__),
         tasks=[t.name for t in task_list],
         vectors=vectors,
         kind=kind,
-        settings={
-            "n_prompts": n_prompts,
-            "n_examples": n_examples,
-            "seed": seed,
-            "template": template or "default",
-        },
+        settings=spec.settings(),
     )
 
 
@@ -157,7 +135,5 @@ def mixture_vector(
 ) -> Float[Tensor, "layer d"]:
     """The task vector of mixture prompts (mean final-token activation at every layer)."""
     task_list = resolve_tasks(tasks)
-    w = parse_weights(weights, len(task_list))
-    return prompt_vectors(
-        model, task_list, w, n_prompts, n_examples, seed, template, kind, batch_size
-    ).mean(0)
+    spec = PromptSpec(n_prompts, n_examples, seed, template, parse_weights(weights, len(task_list)))
+    return prompt_vectors(model, task_list, spec, kind, batch_size).mean(0)

@@ -33,7 +33,7 @@ from tslens.engine.rows import Row, score_rows
 from tslens.engine.scoring import (
     answer_token_ids,
 )
-from tslens.prompts import MixturePrompt, Template, build_mixture_prompts, get_template
+from tslens.prompts import MixturePrompt, PromptSpec, Template, get_template
 from tslens.tasks import Task
 
 
@@ -212,11 +212,12 @@ def _mean(values: Tensor) -> float | None:
 
 
 def build_demo_prompts(
-    model, tasks: Sequence[Task], n_prompts: int, n_examples: int, seed: int, template
+    model, tasks: Sequence[Task], spec: PromptSpec
 ) -> tuple[list[MixturePrompt], Template, list[list[list[int]]]]:
-    """Equal-weight mixture prompts of ``tasks``, their template and demonstration spans."""
-    prompts = build_mixture_prompts(tasks, None, n_prompts, n_examples, seed, template)
-    tmpl = get_template(template, tasks)
+    """The mixture prompts ``spec`` draws from ``tasks``, their template and demonstration
+    spans (token positions of each demonstration, per prompt)."""
+    prompts = spec.mixture(tasks)
+    tmpl = get_template(spec.template, tasks)
     return prompts, tmpl, demonstration_tokens(model, prompts, tmpl)
 
 
@@ -235,7 +236,9 @@ def demonstration_effects(
     each demonstration deleted and with each task's demonstrations deleted (see the module
     docstring). Batches are cached under :func:`tslens.engine.resume.checkpointing`."""
     lens = as_lens(model)
-    prompts, _, spans = build_demo_prompts(lens, tasks, n_prompts, n_examples, seed, template)
+    prompts, _, spans = build_demo_prompts(
+        lens, tasks, PromptSpec(n_prompts, n_examples, seed, template)
+    )
     k = len(tasks)
     prompt_ids = lens.token_ids([p.text for p in prompts])
     answer_ids = answer_token_ids(

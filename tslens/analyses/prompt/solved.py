@@ -35,8 +35,8 @@ from tslens.engine.continuation import run_prefix_packed, stack_caches
 from tslens.engine.lens import as_lens
 from tslens.engine.packing import pack_answers, read_packed
 from tslens.engine.rows import Row, score_rows
-from tslens.engine.scoring import answer_token_ids, check_context
 from tslens.engine.search import ranked_texts, search_beams, stop_tokens
+from tslens.engine.tokens import answer_token_ids, check_context
 
 STOP = "\n"
 TRUST_BEAM_SCORES = True  # False rescores every candidate behind the cache (tests both paths)
@@ -190,7 +190,7 @@ def _solve_chunk(
     ranked = {mode: [ranked_texts(model.tokenizer, f, width, STOP) for f in found]
               for mode, found in (("stop", by_stop), ("length", by_length))}  # fmt: skip
     found = [sorted({c[0] for mode in ranked for c in ranked[mode][p]}) for p in range(len(texts))]
-    canonical = answer_token_ids(model, texts, found, prompt_ids, boundary="drop")
+    canonical = answer_token_ids(as_lens(model), texts, found, prompt_ids, boundary="drop")
     stop_ids = model.tokenizer(STOP, add_special_tokens=False)["input_ids"]
     exact: list[dict[str, float]] = [{} for _ in texts]
     for p, row in enumerate(found):
