@@ -78,21 +78,25 @@ def test_other_arguments_are_not_mixed_with_a_partial_run(tmp_path, capsys, monk
 def test_two_runs_cannot_share_an_output_directory(tmp_path, capsys):
     out = tmp_path / "o"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    hold = (  # another process in the middle of a run: it holds the lock, then is killed
+        "import sys, time; from pathlib import Path; from tslens.engine.resume import _locked\n"
+        "with _locked(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
     try:
-        import socket
-
-        (out / resume.LOCK).write_text(json.dumps({"pid": holder.pid,
-                                                    "host": socket.gethostname()}))  # fmt: skip
+        assert holder.stdout.readline().strip() == "held"
         assert main([*PATCH, "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert f"another tslens run (pid {holder.pid}" in err and err.count("\n") == 1
     finally:
         holder.kill()
         holder.wait()
-    # the holder is gone: its lock is stale and the next run takes it over
+    # killed, it left its holder record but the kernel released its lock: the next run goes on
+    assert (out / resume.HOLDER).exists()
     assert main([*PATCH, "--out", str(out)]) == 0
-    assert (out / "patch.json").exists() and not (out / resume.LOCK).exists()
+    assert (out / "patch.json").exists()
+    assert not (out / resume.HOLDER).exists() and not (out / resume.LOCK).exists()
 
 
 def test_a_failed_run_leaves_no_directory_behind(tmp_path):

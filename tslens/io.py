@@ -1,8 +1,11 @@
-"""Atomic writes: a crash or Ctrl-C never leaves a half-written result behind."""
+"""Atomic writes (a crash or Ctrl-C never leaves a half-written result behind) and the JSON
+form of result dataclasses."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -51,6 +54,28 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def plain(value: Any) -> Any:
+    """``value`` in plain JSON types: tensors and arrays as (nested) lists, NaN as ``None``
+    (JSON has no NaN), dicts, lists and tuples converted element by element."""
+    if hasattr(value, "tolist"):  # torch.Tensor, numpy arrays and scalars
+        value = value.tolist()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def record(obj: Any, skip: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
+    """A result dataclass as JSON: its fields (``dataclasses.fields``, in order, converted by
+    :func:`plain`) but ``skip``, then ``extra`` (derived values, converted too). The fields are
+    read shallowly, so nothing is deep-copied on the way."""
+    out = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name not in skip}
+    return plain({**out, **extra})
 
 
 def json_form(obj: Any) -> Any:

@@ -42,8 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tslens.analyses.head.ablation_study import ablation_study
+    from tslens.cli.specs import parse_heads
     from tslens.engine.ablation import check_ablation
-    from tslens.hooks.ablate import parse_head
     from tslens.report.heads import CONDITIONS, write_ablate_html
 
     check_ablation(args.kind, args.scope)
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     heads = None
     if args.heads != "auto":
-        heads = [parse_head(spec, model) for spec in args.heads.split(",") if spec.strip()]
+        heads = parse_heads(args.heads, model)
     options = dict(
         kind=args.kind, scope=args.scope, **prompt_spec(args, tasks).arguments(),
         n_random=args.n_random, batch_size=args.batch_size, progress=True,

@@ -41,12 +41,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tslens.analyses.head.demo_attention import attention_to_demonstrations, head_summary
     from tslens.analyses.prompt.demonstrations import demonstration_effects, demos_json
-    from tslens.hooks.ablate import parse_head
+    from tslens.cli.specs import parse_heads
     from tslens.report.demos import write_demos_html
 
     tasks = resolve_tasks(args.tasks)
     model = model_from_args(args)
-    top = [parse_head(spec, model) for spec in args.heads.split(",") if spec.strip()]
+    top = parse_heads(args.heads, model)
     effects = demonstration_effects(
         model, tasks, **prompt_spec(args, tasks).arguments(), batch_size=args.batch_size,
         progress=True,

@@ -15,6 +15,7 @@ from tslens.cli.common import (
     prompt_spec,
 )
 from tslens.cli.outputs import add_out_args
+from tslens.cli.specs import parse_lambdas, parse_layers
 from tslens.errors import TslensError
 from tslens.io import write_json_atomic
 from tslens.tasks import resolve_tasks
@@ -53,41 +54,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_args(parser)
     add_out_args(parser, ("patch.json", "patch.html"))
     parser.set_defaults(run=run)
-
-
-def parse_layers(spec: str, n_layers: int) -> list[int]:
-    """``all`` | ``a:b`` (Python slice) | ``l1,l2``; checked against the model's depth."""
-    if spec == "all":
-        return list(range(n_layers))
-    try:
-        if ":" not in spec:
-            return [int(x) for x in spec.split(",")]  # the caller checks the range
-        a, b = (int(x) if x else None for x in spec.split(":"))
-    except ValueError:
-        raise TslensError(f"cannot read --layers {spec!r}: use all, a:b or l1,l2") from None
-    layers = list(range(n_layers))[slice(a, b)]
-    if not layers:
-        raise TslensError(f"--layers {spec} selects no layer of 0..{n_layers - 1}")
-    return layers
-
-
-def parse_lambdas(spec: str) -> list[float]:
-    """``start:stop:count`` (inclusive grid) or a comma list; each in [0, 1]."""
-    try:
-        if ":" in spec:
-            start, stop, count = spec.split(":")
-            a, b, n = float(start), float(stop), int(count)
-            values = [a + (b - a) * i / (n - 1) for i in range(n)] if n > 1 else [a] * n
-        else:
-            values = [float(x) for x in spec.split(",")]
-    except ValueError as err:
-        raise TslensError(f"cannot read --lambdas {spec!r}: use 0:1:11 or 0,0.5,1") from err
-    if not values:
-        raise TslensError(f"--lambdas {spec!r} gives no lambda; use a count >= 1, e.g. 0:1:11")
-    bad = [v for v in values if not 0 <= v <= 1]
-    if bad:
-        raise TslensError(f"lambda must lie in [0, 1], got {bad[0]}")
-    return values
 
 
 def sweep_points(lambdas: list[float], k: int) -> torch.Tensor:

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from safetensors import safe_open
 
 from tslens.cli.outputs import check_outputs
+from tslens.cli.specs import SHAPE_CHECKS
 from tslens.errors import TslensError
 from tslens.io import read_json, reading
 
@@ -124,26 +125,10 @@ def _check_model_sizes(args: argparse.Namespace, spec: str | None) -> None:
         prompts, _ = load_prompt_file(args.prompt_file)
         tokens = max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts)
         _check_context(shape, 1 + tokens + args.max_new_tokens, f"a prompt of {args.prompt_file}")
-    if getattr(args, "layers", None) not in (None, "all"):
-        from tslens.cli.patch import parse_layers
-        from tslens.hooks.names import check_layers
-
-        check_layers(shape, parse_layers(args.layers, shape.n_layers))
-    if getattr(args, "heads", "auto") != "auto":
-        from tslens.hooks.ablate import parse_head
-
-        for head in args.heads.split(","):
-            if head.strip():
-                parse_head(head, shape)
-    n_heads = shape.n_layers * shape.n_heads
-    if getattr(args, "fv_heads", None) and args.fv_heads > n_heads:
-        raise TslensError(f"--fv-heads {args.fv_heads}: {shape.name} has {n_heads} heads in all")
-    if getattr(args, "width", None) and args.width > shape.vocab:
-        raise TslensError(f"--width {args.width}: {shape.name}'s vocabulary has {shape.vocab}")
-    if getattr(args, "n_random", None) and tasks is not None:
-        if len(tasks) > n_heads:
-            raise TslensError(f"{len(tasks)} tasks need {len(tasks)} heads; {shape.name} has "
-                              f"{n_heads}")  # fmt: skip
+    options = {**vars(args), "task_list": tasks}
+    for name, check in SHAPE_CHECKS.items():  # each option's limit, whichever command has it
+        if options.get(name):
+            check(options[name], shape, options)
 
 
 def validate(args: argparse.Namespace, arguments: dict) -> None:

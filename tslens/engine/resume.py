@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import socket
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from torch import Tensor
 
 from tslens.errors import TslensError, differing
@@ -37,6 +37,7 @@ from tslens.io import atomic_path, json_form
 
 PARTIAL = ".tslens-partial"
 LOCK = ".tslens-lock"
+HOLDER = ".tslens-lock.json"
 
 
 @dataclass
@@ -62,54 +63,32 @@ def active() -> Checkpoints | None:
     return _ACTIVE.get()
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextmanager
 def _locked(out: Path) -> Iterator[None]:
-    lock = out / LOCK
-    me = {"pid": os.getpid(), "host": socket.gethostname()}
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = json.loads(lock.read_text())
-            except (OSError, ValueError):  # being written right now, or damaged
-                holder = {}
-            alive = holder.get("host") == me["host"] and _pid_alive(int(holder.get("pid", -1)))
-            fresh = not holder and time.time() - _mtime(lock) < 10
-            if alive or fresh or holder.get("host") not in (None, me["host"]):
-                raise TslensError(
-                    f"another tslens run (pid {holder.get('pid')} on {holder.get('host')}) is "
-                    f"writing to {out}; wait for it, or use another --out (if none is running, "
-                    f"delete {lock})"
-                ) from None
-            lock.unlink(missing_ok=True)  # left by a run that died: take it over
-            continue
-        with os.fdopen(fd, "w") as handle:
-            json.dump(me, handle)
-        break
-    else:  # the stale lock was replaced by another run between our two tries
-        raise TslensError(f"another tslens run is starting in {out}; use another --out")
+    """Hold ``out``'s run lock (an OS file lock through ``filelock``: released by the kernel
+    when the process dies, so a killed run never leaves a stale lock) for the block."""
+    lock = FileLock(out / LOCK)
+    holder = out / HOLDER  # who holds it, for the message a second run prints
     try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            who = json.loads(holder.read_text())
+        except (OSError, ValueError):  # not written yet, or already gone
+            who = {}
+        raise TslensError(
+            f"another tslens run (pid {who.get('pid', '?')} on {who.get('host', '?')}) is "
+            f"writing to {out}; wait for it, or use another --out"
+        ) from None
+    try:
+        holder.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        holder.unlink(missing_ok=True)
+        # removed while still held, so the directory is left as found (only a run that opens
+        # the old file in the microseconds between this unlink and the release could lock it)
+        (out / LOCK).unlink(missing_ok=True)
+        lock.release()
 
 
 @contextmanager
@@ -131,7 +110,7 @@ def checkpointing(out: str | os.PathLike[str], arguments: dict[str, Any]) -> Ite
         if (
             created
             and state.saved == 0
-            and not any(p.name not in (PARTIAL, LOCK) for p in state.out.iterdir())
+            and not any(p.name not in (PARTIAL, LOCK, HOLDER) for p in state.out.iterdir())
         ):  # a run that failed before saving anything leaves no directory behind
             shutil.rmtree(state.out, ignore_errors=True)
 

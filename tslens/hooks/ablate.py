@@ -12,21 +12,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from tslens.errors import TslensError
 from tslens.hooks.names import check_layers, hook_name
-
-
-def parse_head(spec: str, model=None) -> tuple[int, int]:
-    """``"3.1"`` -> ``(3, 1)`` (layer 3, head 1), checked against ``model`` if given."""
-    try:
-        layer, head = (int(x) for x in spec.strip().split("."))
-    except ValueError:
-        raise TslensError(f"cannot read head {spec!r}: write LAYER.HEAD, e.g. 3.1") from None
-    if model is not None:
-        check_layers(model, [layer])
-        if not 0 <= head < model.cfg.n_heads:
-            raise TslensError(f"head {spec}: layer {layer} has heads 0..{model.cfg.n_heads - 1}")
-    return layer, head
 
 
 @contextmanager

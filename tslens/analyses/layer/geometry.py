@@ -27,6 +27,7 @@ from torch import Tensor
 from tslens.analyses.layer.task_vectors import prompt_vectors
 from tslens.analyses.prompt.mixture import measure_mixture
 from tslens.hooks.names import check_layers
+from tslens.io import record
 from tslens.prompts import PromptSpec
 from tslens.tasks import Task, resolve_tasks
 
@@ -49,18 +50,7 @@ class Geometry:
     pairs: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "tasks": self.tasks,
-            "layers": self.layers,
-            "labels": self.labels,
-            "projections": {m: p.tolist() for m, p in self.projections.items()},
-            "mixtures": self.mixtures,
-            "centroid_distance": self.centroid_distance.tolist(),
-            "mixture_probs": self.mixture_probs.tolist(),
-            "pairs": self.pairs,
-            "span_residual": self.span_residual.tolist(),
-            "random_residual": self.random_residual.tolist(),
-        }
+        return record(self)
 
 
 def span_residual(vector: Float[Tensor, " d"], basis: Float[Tensor, "b d"]) -> float:

@@ -26,6 +26,7 @@ from tslens.engine.patching import patched_answer_logprobs
 from tslens.errors import TslensError
 from tslens.hooks.names import check_layers
 from tslens.hooks.patch import convex_combination
+from tslens.io import record
 from tslens.prompts import build_query_prompts
 from tslens.tasks import resolve_tasks
 
@@ -97,22 +98,14 @@ class SweepResult:
         )  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
-        out = {
-            "tasks": self.tasks,
-            "layers": self.layers,
-            "points": self.points.tolist(),
-            "probs": self.probs.tolist(),
-            "other": self.other.tolist(),
-            "baseline": self.baseline.tolist(),
-            "best_layer": self.best_layer(),
-            "accuracy": None if self.accuracy is None else self.accuracy.tolist(),
-            **self.settings,
-        }
+        """The fields (settings spread out, ``icl`` only when measured), ``other``,
+        ``best_layer`` and, for two tasks, ``lambdas`` (the weight of task 0)."""
+        extra = {"other": self.other, "best_layer": self.best_layer(), **self.settings}
         if self.points.shape[1] == 2:
-            out["lambdas"] = self.points[:, 0].tolist()
+            extra["lambdas"] = self.points[:, 0]
         if self.icl is not None:
-            out["icl"] = self.icl.tolist()
-        return out
+            extra["icl"] = self.icl
+        return record(self, skip=("settings", "icl"), **extra)
 
 
 def patch_sweep(

@@ -9,7 +9,6 @@ intermediate ``d``; a calibrated one tracks ``P(task 0) ~= d``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from torch import Tensor
 
 from tslens.analyses.prompt.mixture import measure_mixture
 from tslens.engine.scoring import answer_is_greedy
+from tslens.io import record
 from tslens.prompts import build_mixture_prompts
 from tslens.tasks import Task, resolve_tasks
 
@@ -54,22 +54,10 @@ class MixtureCurve:
         return (*self.probs[i].tolist(), self.other[i].item())
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "tasks": self.tasks,
-            "shares": self.shares,
-            "p_task0": self.probs[:, 0].tolist(),
-            "p_task1": self.probs[:, 1].tolist(),
-            "other": self.other.tolist(),
-            "sem_task0": self.sem[:, 0].tolist(),
-            "sem_task1": self.sem[:, 1].tolist(),
-            "n_prompts": self.n_prompts,
-            "n_examples": self.n_examples,
-            "both_share": None if self.both_share is None else self.both_share.tolist(),
-            "last_demo_gap": None
-            if self.last_demo_gap is None
-            else [None if math.isnan(v) else v for v in self.last_demo_gap.tolist()],
-        }
+        """The fields, ``probs`` and ``sem`` split by task (``p_task0``, ``sem_task1``, ...)."""
+        by_task = {f"{name}_task{k}": values[:, k] for name, values in
+                   (("p", self.probs), ("sem", self.sem)) for k in (0, 1)}  # fmt: skip
+        return record(self, skip=("probs", "sem"), **by_task)
 
 
 def mixture_curve(

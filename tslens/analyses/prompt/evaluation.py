@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tslens.analyses.prompt.curves import SHARES, MixtureCurve, mixture_curve, task_accuracy
+from tslens.io import record
 
 
 @dataclass
@@ -42,13 +43,11 @@ class Evaluation:
         }
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            **self.settings,
-            "accuracy": self.accuracy,
-            "min_accuracy": min(self.accuracy.values()) if self.accuracy else None,
-            "curves": [{**c.to_json(), **self.curve_summary(c)} for c in self.curves],
-        }
+        return record(
+            self, skip=("curves", "settings"), **self.settings,
+            min_accuracy=min(self.accuracy.values()) if self.accuracy else None,
+            curves=[{**c.to_json(), **self.curve_summary(c)} for c in self.curves],
+        )  # fmt: skip
 
 
 def _at(curve: MixtureCurve, values) -> float | None:

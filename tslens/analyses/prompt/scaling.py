@@ -32,6 +32,7 @@ from tslens.analyses.prompt.curves import task_accuracy
 from tslens.analyses.prompt.mixture import measure_mixture
 from tslens.engine.scoring import answer_token_logprobs
 from tslens.errors import TslensError
+from tslens.io import record
 from tslens.prompts import build_mixture_prompts
 from tslens.sources.loader import load_model, load_tokenizer
 from tslens.tasks import Task, resolve_tasks
@@ -85,7 +86,7 @@ class ScaleStudy:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"tasks": self.tasks, "weights": self.weights, **self.settings, "models": self.rows}
+        return record(self, skip=("rows", "settings"), **self.settings, models=self.rows)
 
 
 def first_token_probs(
