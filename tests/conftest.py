@@ -12,6 +12,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TSLENS_DEBUG", "1")  # a bug in a CLI test shows its traceback
 os.environ.setdefault("TSLENS_QUIET", "1")  # stderr holds only what a test looks for
 
+# The jaxtyping shapes of the engine and the analyses are checked at every call in the tests
+# (dtype, rank and named sizes agreeing across arguments), so an annotation cannot drift
+# from what the code does. Installed before any tslens module is imported.
+if os.environ.get("TSLENS_TYPECHECK", "1") == "1":
+    from jaxtyping import install_import_hook
+
+    install_import_hook(
+        ["tslens.engine", "tslens.hooks", "tslens.analyses"], "typecheck.beartype_with_tower"
+    )
+
 
 @pytest.fixture(scope="session")
 def gpt2():

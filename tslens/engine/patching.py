@@ -46,7 +46,10 @@ def patched_answer_logprobs(
     prompts: Sequence[str],
     answers: Sequence[Sequence[str]],
     layers: Int[Tensor, " variant"] | Int[Tensor, "variant m"],
-    vectors: Float[Tensor, "variant d"] | Float[Tensor, "variant m d"],
+    vectors: Float[Tensor, "variant d"]
+    | Float[Tensor, "variant m d"]
+    | Float[Tensor, "prompt variant d"]
+    | Float[Tensor, "prompt variant m d"],
     mode: str = "replace",
     kind: str = "resid_post",
     batch_size: int | None = None,

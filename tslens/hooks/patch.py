@@ -19,10 +19,11 @@ MODES = ("replace", "add")
 
 
 def convex_combination(
-    vectors: Float[Tensor, "k ... d"], weights: Float[Tensor, "point k"]
+    vectors: Float[Tensor, "k ... d"], weights: Float[Tensor, "point n"]
 ) -> Float[Tensor, "point ... d"]:
-    """``sum_k weights[p, k] * vectors[k]`` for every point ``p``; the weights must lie on the
-    simplex (non-negative, summing to 1), as in the paper's convex task-vector patching."""
+    """``sum_k weights[p, k] * vectors[k]`` for every point ``p``; the weights (user input: one
+    per vector, ``n == k``, is checked here with a message) must lie on the simplex
+    (non-negative, summing to 1), as in the paper's convex task-vector patching."""
     weights = torch.as_tensor(weights, dtype=vectors.dtype)
     if weights.ndim != 2 or weights.shape[1] != vectors.shape[0]:
         raise TslensError(f"need one weight per vector ({vectors.shape[0]}) for every point")

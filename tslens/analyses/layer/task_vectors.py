@@ -86,7 +86,7 @@ def prompt_vectors(
     kind: str = "resid_post",
     batch_size: int | None = None,
     progress: bool = False,
-) -> Float[Tensor, "prompt layer d"]:
+) -> Float[Tensor, "prompt layer *d"]:
     """Final-token activations at every layer of the mixture prompts ``spec`` draws from
     ``tasks`` (one task with weight 1 = pure prompts)."""
     prompts = spec.mixture(tasks)

@@ -133,7 +133,7 @@ def _extends(longer: list[int] | None, shorter: list[int] | None) -> bool:
     return longer is not None and shorter is not None and longer[: len(shorter)] == shorter
 
 
-def _with_prefix_reads(reads: Int[Tensor, "read 4"], k: int) -> Int[Tensor, "read 4"]:
+def _with_prefix_reads(reads: Int[Tensor, "read 4"], k: int) -> Int[Tensor, "more_reads 4"]:
     """The reads of ``k`` packed answers-with-newline (slots ``0..k-1``) as reads of ``2k``
     answers: each answer without its newline (its segment's reads but the last, slots
     ``0..k-1``) and with it (slots ``k..2k-1``). A segment's reads are consecutive."""
