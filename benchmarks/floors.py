@@ -21,15 +21,13 @@ import torch
 from torch import Tensor, nn
 
 from tslens.engine.architecture import attention_masks
+from tslens.engine.batching import default_batch_size
 from tslens.engine.continuation import left_pad
 from tslens.engine.lens import as_lens
 from tslens.engine.packing import pack_answers, read_packed
 from tslens.engine.patching import SegmentLayout
-from tslens.engine.scoring import (
-    answer_token_ids,
-    default_batch_size,
-    prompt_token_ids,
-)
+from tslens.engine.scoring import prompt_token_ids
+from tslens.engine.tokens import answer_token_ids
 from tslens.hooks.entry import staggered_entry
 
 

@@ -350,8 +350,8 @@ def bench_demos(quick: bool) -> dict:
     packed batched scorer (no sharing between a prompt's deletions)."""
     from tslens._reference import demonstration_effects_naive
     from tslens.analyses.prompt.demonstrations import (
-        _deletions,
         delete_tokens,
+        deletion_sets,
         demonstration_effects,
     )
     from tslens.engine.lens import as_lens
@@ -375,7 +375,7 @@ def bench_demos(quick: bool) -> dict:
         rows, row_answers = [], []
         for prompt, p_ids, spans, a_ids in zip(fast.prompts, ids, fast.spans, answers,
                                                strict=True):  # fmt: skip
-            for deleted in [[], *_deletions(prompt, spans, len(tasks))]:
+            for deleted in [[], *deletion_sets(prompt, spans, len(tasks))]:
                 rows.append(delete_tokens(p_ids, deleted))
                 row_answers.append(a_ids)
         out = []

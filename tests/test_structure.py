@@ -14,13 +14,14 @@ ROOT = Path(__file__).resolve().parents[1] / "tslens"
 # paper's levels build on each other the same way: prompt < layer < head.
 LAYERS = [
     ["tslens.errors", "tslens.io", "tslens.version"],
-    ["tslens.tasks", "tslens.prompts"],
+    ["tslens.tasks", "tslens.prompts", "tslens.presets"],
     ["tslens.hooks"],
     ["tslens.engine"],
     ["tslens.sources", "tslens.training"],
     ["tslens.analyses.prompt"],
     ["tslens.analyses.layer"],
     ["tslens.analyses.head", "tslens.analyses"],
+    ["tslens.claims"],  # the registry of claims, checked with the analyses
     ["tslens.report"],
     ["tslens._reference", "tslens.doctor"],
     ["tslens.cli", "tslens.__main__"],

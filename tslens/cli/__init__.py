@@ -22,6 +22,7 @@ from tslens.cli import (
     models,
     patch,
     probs,
+    reproduce,
     scale,
     tasks,
     train,
@@ -32,7 +33,8 @@ from tslens.cli.validate import validate
 from tslens.errors import TslensError
 
 SUBCOMMANDS = (
-    models, tasks, probs, patch, heads, ablate, demos, scale, decode, train, evaluate, doctor,
+    models, tasks, probs, patch, heads, ablate, demos, scale, decode, train, evaluate, reproduce,
+    doctor,
 )  # fmt: skip
 
 
@@ -55,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands whose batches are saved as they go (tslens.engine.resume); train has its own checkpoints.
-RESUMABLE = ("probs", "patch", "heads", "ablate", "demos", "scale", "decode", "evaluate")
+RESUMABLE = ("probs", "patch", "heads", "ablate", "demos", "scale", "decode", "evaluate",
+             "reproduce")  # fmt: skip
 EXIT_STATUS = {
     0: "success",
     1: "an unexpected internal error (a bug: please report it, with TSLENS_DEBUG=1's traceback)",

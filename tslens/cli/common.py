@@ -89,11 +89,30 @@ TASKS_HELP = "{} (default: the model's own pair, see tslens models)"
 TASKS_FROM_MODEL = ("probs", "patch", "heads", "ablate", "demos", "scale")
 
 
+def apply_preset(args: argparse.Namespace) -> None:
+    """For a command with ``--preset``: the preset fills ``--tasks``, ``--template``,
+    ``--n-examples`` and ``--seed`` not given; without one they default to 60 and 0."""
+    from tslens.presets import get_preset
+
+    if not hasattr(args, "preset"):
+        return
+    preset = get_preset(args.preset) if args.preset else None
+    if preset is not None:
+        if args.tasks is not None:
+            raise TslensError("--preset names its tasks; give --preset or --tasks, not both")
+        args.tasks = ",".join(preset.tasks)
+        args.template = args.template or preset.template
+    args.n_examples = args.n_examples or (preset.n_examples if preset else 60)
+    args.seed = args.seed if args.seed is not None else (preset.seed if preset else 0)
+
+
 def apply_model_defaults(args: argparse.Namespace) -> None:
     """What a run takes from its model(s) when not given: without ``--template``, a named
     pretrained model's template (``tslens.sources.pretrained``) when every model of the run agrees
     on one, else the tasks' default; without ``--tasks`` (where a command takes them), the
-    model's own task pair (:func:`tslens.sources.loader.default_tasks`)."""
+    model's own task pair (:func:`tslens.sources.loader.default_tasks`). A ``--preset``
+    comes first (:func:`apply_preset`)."""
+    apply_preset(args)
     specs = [getattr(args, "model", None)]
     if getattr(args, "models", None):
         specs = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -13,7 +13,8 @@ from tslens.cli.common import (
 )
 from tslens.cli.outputs import add_out_args
 from tslens.io import write_json_atomic
-from tslens.prompts import build_mixture_prompts, parse_weights
+from tslens.presets import get_preset
+from tslens.prompts import PromptSpec, parse_weights
 from tslens.tasks import resolve_tasks
 
 
@@ -28,8 +29,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--weights", default=None, help="e.g. 0.5,0.5 or 1/3,2/3 (default even)")
     parser.add_argument("--n-prompts", type=positive_int, default=100)
-    parser.add_argument("--n-examples", type=int, default=60, help="demonstrations per prompt")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--n-examples",
+        type=int,
+        default=None,
+        help="demonstrations per prompt (default: the preset's, else 60)",
+    )
+    parser.add_argument("--seed", type=int, default=None,
+                        help="(default: the preset's, else 0)")  # fmt: skip
+    parser.add_argument("--preset", default=None,
+                        help="a named task configuration instead of --tasks: ops, countries, "
+                        "words, add (Xiong et al. Fig. 2; `tslens tasks --presets`)")  # fmt: skip
     parser.add_argument("--template", default=None, help=TEMPLATE_HELP)
     parser.add_argument("--sampling", default="exact", choices=["exact", "iid"])
     parser.add_argument("--no-solved", action="store_true", help="skip the top-K beam search")
@@ -44,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
 
     tasks = resolve_tasks(args.tasks)
     weights = parse_weights(args.weights, len(tasks))
-    # Validate the prompt settings before spending time on loading the model.
-    build_mixture_prompts(
-        tasks, weights, 1, args.n_examples, args.seed, args.template, args.sampling
-    )
+    spec = PromptSpec(args.n_prompts, args.n_examples, args.seed, args.template, weights,
+                      args.sampling)  # fmt: skip
+    # Build the prompts (and so check their settings) before spending time on the model.
+    prompts = get_preset(args.preset).prompts(spec) if args.preset else spec.mixture(tasks)
     model = model_from_args(args)
     result = measure_mixture(
         model,
@@ -61,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         args.batch_size,
         solved=not args.no_solved,
         progress=True,
+        prompts=prompts,
     )
     write_json_atomic(args.out / "probs.json", result.to_json())
     write_mixture_html(result, args.out / "probs.html")

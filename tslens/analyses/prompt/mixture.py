@@ -219,6 +219,7 @@ def measure_mixture(
     solved: bool = True,
     beam_width: int | None = None,
     progress: bool = False,
+    prompts: Sequence[MixturePrompt] | None = None,
 ) -> MixtureResult:
     """Build mixture prompts of ``tasks`` and measure each task's answer probability.
 
@@ -232,13 +233,17 @@ def measure_mixture(
         solved: also compute top-K membership by beam search ("tasks solved").
         beam_width: beams for ``solved`` (default 2K).
         progress: show progress bars.
+        prompts: measure these prompts (e.g. a preset's, :mod:`tslens.presets`) instead of
+            building them; the prompt settings then only label the result.
 
     Returns:
         A :class:`MixtureResult`.
     """
     task_list = resolve_tasks(tasks)
     w = parse_weights(weights, len(task_list))
-    prompts = build_mixture_prompts(task_list, w, n_prompts, n_examples, seed, template, sampling)
+    if prompts is None:
+        prompts = build_mixture_prompts(task_list, w, n_prompts, n_examples, seed, template,
+                                        sampling)  # fmt: skip
     texts, answers = [p.text for p in prompts], [p.answers for p in prompts]
     names = [t.name for t in task_list]
     ends_by = solved_mask = None
