@@ -469,6 +469,31 @@ def bench_decode(quick: bool) -> dict:
 
 
 # capture_memory first: it reads the process's resident memory before loading its model.
+def bench_reproduce(quick: bool) -> dict:
+    """``tslens reproduce`` (the registry's quick sizes with --quick, else its full sizes):
+    the wall time with every measurement run once for all the claims that read it, against
+    the sum over claims of the measurements each reads, timed in the same run (what checking
+    each claim on its own would cost). Goal on Gemma-3-270M: quick <= 10 min, full <= 45."""
+    from tslens.claims.registry import load_registry
+    from tslens.claims.reproduce import reproduce
+    from tslens.sources.loader import load_model
+
+    model = load_model(MODEL, device="cpu")
+    shared_s, result = timed(lambda: reproduce(model, quick=quick))
+    claims = load_registry().claims
+    separate_s = sum(sum(result.seconds[m] for m in c.measurements()) for c in claims)
+    return {
+        "metric": "reproduce",
+        "speedup": separate_s / shared_s,
+        "shared_s": shared_s,
+        "separate_s": separate_s,
+        "measurements": len(result.seconds),
+        "claims": len(claims),
+        "verdicts": result.counts(),
+        "goal_s": 600 if quick else 2700,
+    }
+
+
 BENCHMARKS: dict[str, Callable[[bool], dict]] = {
     "capture_memory": bench_capture_memory,
     "score_k4": bench_score_k4,
@@ -479,6 +504,7 @@ BENCHMARKS: dict[str, Callable[[bool], dict]] = {
     "demos": bench_demos,
     "bridge_overhead": bench_bridge_overhead,
     "probs_end_to_end": bench_probs_end_to_end,
+    "reproduce": bench_reproduce,
 }
 
 

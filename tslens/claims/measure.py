@@ -78,7 +78,8 @@ def mixture(s: Setting, m: Measurement) -> dict[str, Any]:
     accuracy = task_accuracy(s.lens, names, spec.n_prompts, spec.n_examples, spec.seed,
                              spec.template, s.batch_size)  # fmt: skip
     texts, answers = [p.text for p in prompts], [list(p.answers) for p in prompts]
-    probs = answer_logprobs(s.lens, texts, answers, s.batch_size, labels=names).exp()
+    probs = answer_logprobs(s.lens, texts, answers, s.batch_size, labels=names,
+                            progress=s.progress).exp()  # fmt: skip
     found = _candidates(s, texts, answers)
     return {**_mixture_statistics(prompts, probs, found, names),
             "accuracy": accuracy, "min_accuracy": min(accuracy.values())}  # fmt: skip
@@ -92,7 +93,8 @@ def _candidates(s: Setting, texts: list[str], answers: list[list[str]]) -> list[
     longest = longest_answer_tokens(s.lens, answers)
     beams = beam_search(s.lens, texts, width=max(8, 2 * k),
                         max_new_tokens=longest if mode == "length" else max(8, longest + 2),
-                        batch_size=s.batch_size, finish_at_max=mode == "length")  # fmt: skip
+                        batch_size=s.batch_size, finish_at_max=mode == "length",
+                        progress=s.progress)  # fmt: skip
     pairs = zip(beams, answers, strict=True)
     extra = [[c.text for c in row if c.text not in ans] for row, ans in pairs]
     if not any(extra):
@@ -154,7 +156,7 @@ def curve(s: Setting, m: Measurement) -> dict[str, Any]:
     """P of a task pair's answers as the share of task 0 goes 0 -> 1 (Finding 2, rebuttal a)."""
     spec = s.spec(m)
     got = mixture_curve(s.lens, s.tasks(m), SHARES, spec.n_prompts, spec.n_examples, spec.seed,
-                        spec.template, s.batch_size)  # fmt: skip
+                        spec.template, s.batch_size, progress=s.progress)  # fmt: skip
     p0 = got.probs[:, 0].tolist()
     absent = (got.probs[0, 0] + got.probs[-1, 1]) / 2  # task 0 at share 0, task 1 at share 1
     present = got.probs[SHARES.index(0.5)].mean()
@@ -172,10 +174,11 @@ def vectors(s: Setting, m: Measurement) -> dict[str, Any]:
     lambda sweep and real in-context mixtures (Finding 4, Hendel et al., Li et al.)."""
     spec, names = s.spec(m), s.tasks(m)
     tv = task_vectors(s.lens, names, spec.n_prompts, spec.n_examples, spec.seed, spec.template,
-                      batch_size=s.batch_size)  # fmt: skip
+                      batch_size=s.batch_size, progress=s.progress)  # fmt: skip
     sweep = patch_sweep(s.lens, tv, names, lambda_points(LAMBDAS), n_prompts=spec.n_prompts,
                         seed=spec.seed + 1, template=spec.template,
-                        icl_examples=spec.n_examples, batch_size=s.batch_size)  # fmt: skip
+                        icl_examples=spec.n_examples, batch_size=s.batch_size,
+                        progress=s.progress)  # fmt: skip
     corners = [LAMBDAS.index(1.0), LAMBDAS.index(0.0)]  # all weight on task 0, on task 1
     best = sweep.best_layer()
     rows = [sweep.layers.index(best[n]) for n in names]
@@ -196,7 +199,8 @@ def geometry(s: Setting, m: Measurement) -> dict[str, Any]:
     and distance vs probability (Finding 3, rebuttal d; correlational)."""
     spec = s.spec(m)
     got = vector_geometry(s.lens, s.tasks(m), spec.n_prompts, spec.n_examples, spec.seed,
-                          spec.template, methods=("pca",), batch_size=s.batch_size)  # fmt: skip
+                          spec.template, methods=("pca",), batch_size=s.batch_size,
+                          progress=s.progress)  # fmt: skip
     ratio = (got.span_residual.mean(-1) / got.random_residual).double()
     rho = []
     for i in range(len(got.layers)):
@@ -223,7 +227,8 @@ def function_vectors(s: Setting, m: Measurement) -> dict[str, Any]:
     spec, names = s.spec(m), s.tasks(m)
     got = attribute_heads(s.lens, resolve_tasks(names), ["aie"], spec.n_prompts,
                           spec.n_examples, spec.seed, spec.template,
-                          batch_size=s.batch_size).extras["function_vectors"]  # fmt: skip
+                          batch_size=s.batch_size,
+                          progress=s.progress).extras["function_vectors"]  # fmt: skip
     gains = [got[n]["best_prob"] - got[n]["zero_shot"][k] for k, n in enumerate(names)]
     return {"tasks": names, "gain": float(np.mean(gains)), "gain_by_task": gains,
             "best_layer": {n: got[n]["best_layer"] for n in names},
@@ -235,7 +240,7 @@ def demos(s: Setting, m: Measurement) -> dict[str, Any]:
     spec = s.spec(m)
     tasks = resolve_tasks(s.tasks(m))
     got = demonstration_effects(s.lens, tasks, spec.n_prompts, spec.n_examples, spec.seed,
-                                spec.template, s.batch_size)  # fmt: skip
+                                spec.template, s.batch_size, s.progress)  # fmt: skip
     additivity = [a for a in got.additivity() if a is not None]
     return {
         "additivity": float(np.mean(additivity)) if additivity else math.nan,
