@@ -152,3 +152,21 @@ def test_reproduce_refuses_unknown_claims_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown claim 'nope'" in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_measurements_that_resolve_to_the_same_analysis_run_once(monkeypatch, shipped):
+    from tslens.claims import measure, reproduce
+    from tslens.claims.registry import Measurement, Registry
+
+    calls = []
+    monkeypatch.setitem(measure.KINDS, "count", lambda s, m: calls.append(m.name) or {"v": 1.0})
+    monkeypatch.setattr(reproduce, "KINDS", measure.KINDS)
+    ours = {"a": Measurement("a", "count", {"tasks": "$pair"}),
+            "b": Measurement("b", "count", {"tasks": ["plus2", "plus5"]}),
+            "c": Measurement("c", "count", {"tasks": ["plus1", "plus5"]})}  # fmt: skip
+    claims = [Claim(id=n, source="s", statement="t", statistic=f"{n}.v", reads="r",
+                    reproduced=">= 1") for n in ours]  # fmt: skip
+    registry = Registry({"pair": ["plus2", "plus5"]}, ours, claims)
+    result = reproduce.reproduce(shipped, registry=registry, pair=["plus2", "plus5"])
+    assert calls == ["a", "c"] and result.statistics["b"]["same_as"] == "a"
+    assert [v["verdict"] for v in result.verdicts] == ["reproduced"] * 3

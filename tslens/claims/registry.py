@@ -180,8 +180,11 @@ def verdict(claim: Claim, statistics: Mapping[str, Mapping[str, Any]]) -> dict[s
         expression = split_rule(condition)[0]
         got = evaluate(expression, statistics)
         if not holds(condition, got):
-            return {**record, "verdict": "not testable here",
-                    "why": f"needs {condition}, measured {got:.3g}"}  # fmt: skip
+            why = f"needs {condition}, measured {got:.3g}"
+            accuracy = statistics.get(expression.split(".")[0], {}).get("accuracy")
+            if isinstance(accuracy, dict):  # say which task the model cannot do alone
+                why += " (alone: " + ", ".join(f"{t} {a:.2f}" for t, a in accuracy.items()) + ")"
+            return {**record, "verdict": "not testable here", "why": why}
     value = evaluate(claim.statistic, statistics)
     if math.isnan(value):  # e.g. a later-token statistic on one-token answers
         return {**record, "verdict": "not testable here",

@@ -5,6 +5,7 @@ by batch); then each claim's verdict is read off the statistics."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,14 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from tslens.claims.measure import KINDS, Setting
-from tslens.claims.registry import VERDICTS, Claim, Registry, load_registry, verdict
+from tslens.claims.registry import (
+    VERDICTS,
+    Claim,
+    Measurement,
+    Registry,
+    load_registry,
+    verdict,
+)
 from tslens.engine.lens import as_lens
 from tslens.engine.resume import cached
 from tslens.errors import TslensError
@@ -60,14 +68,19 @@ def reproduce(
     claims = registry.select(only)
     defaults = {**registry.defaults, **({"pair": pair} if pair else {})}
     setting = Setting(lens, defaults, template, n_examples, quick, seed, batch_size, progress)
-    needed = sorted({name for claim in claims for name in claim.measurements()})
-    statistics, seconds = {}, {}
+    needed = claims_needing(claims)
+    statistics, seconds, done = {}, {}, {}
     bar = tqdm(needed, desc="reproduce", unit="measurement", disable=not progress, leave=False)
     for name in bar:
         bar.set_postfix_str(name)
+        key = _resolved(setting, registry.measurements[name])
+        if key in done:  # the same analysis under another name: shared, not rerun
+            statistics[name], seconds[name] = {**statistics[done[key]], "same_as": done[key]}, 0.0
+            continue
         start = time.perf_counter()
-        statistics[name] = _measure(setting, registry, name)
+        statistics[name] = _measure(setting, registry.measurements[name], key)
         seconds[name] = time.perf_counter() - start
+        done[key] = name
     bar.close()
     return Reproduction(
         model=lens.name,
@@ -84,15 +97,20 @@ def reproduce(
     )
 
 
-def _measure(setting: Setting, registry: Registry, name: str) -> dict[str, Any]:
+def _resolved(setting: Setting, measurement: Measurement) -> str:
+    """What a measurement computes, placeholders resolved: equal keys, equal results."""
+    options = {k: v for k, v in measurement.options.items() if k != "tasks"}
+    what = [measurement.kind, setting.tasks(measurement), options]
+    return json.dumps([*what, setting.template, setting.n_examples, setting.quick, setting.seed],
+                      sort_keys=True)  # fmt: skip
+
+
+def _measure(setting: Setting, measurement: Measurement, key: str) -> dict[str, Any]:
     """One measurement's statistics, cached for a resumed run; a TslensError (the model
     cannot do these inputs) becomes ``{"unavailable": message}``."""
-    measurement = registry.measurements[name]
     run = KINDS.get(measurement.kind)
     if run is None:
-        raise TslensError(f"measurement {name}: unknown kind {measurement.kind!r}")
-    key = [name, measurement.kind, measurement.options, setting.defaults, setting.template,
-           setting.n_examples, setting.quick, setting.seed]  # fmt: skip
+        raise TslensError(f"measurement {measurement.name}: unknown kind {measurement.kind!r}")
 
     def compute() -> dict[str, Any]:
         try:

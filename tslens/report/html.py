@@ -16,6 +16,7 @@ PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
+td.text{{text-align:left}}
 .note{{color:#555}}</style></head>
 <body><h1>{title}</h1>{intro}{body}</body></html>
 """
@@ -25,10 +26,13 @@ def table_html(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A small HTML table; floats shown with 4 decimals."""
 
     def cell(v: object) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
+        if isinstance(v, float):
+            return f"<td>{v:.4f}</td>"
+        text = html.escape(str(v))  # prose reads left-aligned, numbers right-aligned
+        return f"<td class=text>{text}</td>" if len(text) > 24 else f"<td>{text}</td>"
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(cell(v) for v in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
