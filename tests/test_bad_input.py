@@ -132,6 +132,10 @@ CASES = [
     ("size", ["train", "--d-model", "10", "--n-heads", "4", "--out", "{out}"], "divisible"),
     ("size", ["probs", *TASKS, "--seed", "-1"], "--seed must be >= 0"),
     ("size", ["patch", *TASKS, "--lambdas", "0:1:0"], "gives no lambda"),
+    ("size", ["probs", "--preset", "opz"], "unknown preset 'opz'"),
+    ("size", ["probs", "--preset", "ops", *TASKS], "--preset or --tasks"),
+    ("size", ["reproduce", "--only", "xiong-f1,nope"], "unknown claim 'xiong-f1'"),
+    ("size", ["reproduce", "--pair", "plus2"], "--pair needs two tasks"),
     # --- devices that are not there ----------------------------------------------------------
     ("device", ["probs", *TASKS, "--device", "cuda"], NO_GPU),
     ("device", ["patch", *TASKS, "--device", "cuda:1"], NO_GPU),

@@ -7,6 +7,7 @@ import json
 
 from tslens.cli.common import add_model_args, model_from_args, positive_int
 from tslens.cli.outputs import add_out_args
+from tslens.errors import TslensError
 from tslens.io import write_json_atomic
 
 
@@ -52,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     pair_text = args.pair or default_tasks(args.model) or ",".join(registry.defaults["pair"])
     pair = [t.name for t in resolve_tasks(pair_text)]
+    if len(pair) != 2:
+        raise TslensError(f"--pair needs two tasks, A,B (got {len(pair)})")
     n_examples = args.n_examples or default_n_examples(resolve_tasks(pair))
     model = model_from_args(args)
     result = reproduce(model, quick=args.quick, only=only, pair=pair, template=args.template,
