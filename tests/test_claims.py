@@ -170,3 +170,27 @@ def test_measurements_that_resolve_to_the_same_analysis_run_once(monkeypatch, sh
     result = reproduce.reproduce(shipped, registry=registry, pair=["plus2", "plus5"])
     assert calls == ["a", "c"] and result.statistics["b"]["same_as"] == "a"
     assert [v["verdict"] for v in result.verdicts] == ["reproduced"] * 3
+
+
+def test_an_interrupted_reproduce_resumes_measurement_by_measurement(tmp_path, monkeypatch):
+    from tslens.claims import measure
+
+    argv = ["reproduce", "--quick", "--only", "xiong-f1-within-prompt,xiong-f2-calibration",
+            "--out", str(tmp_path / "o")]  # fmt: skip
+    mixture = measure.KINDS["mixture"]
+
+    def interrupted(s, m):
+        raise KeyboardInterrupt
+
+    def saved(s, m):
+        pytest.fail("curve ran again: it was saved by the interrupted run")
+
+    with monkeypatch.context() as patch:  # "curve" runs before "pair" (alphabetical order)
+        patch.setitem(measure.KINDS, "mixture", interrupted)
+        assert main(argv) == 130
+    with monkeypatch.context() as patch:
+        patch.setitem(measure.KINDS, "curve", saved)
+        patch.setitem(measure.KINDS, "mixture", mixture)
+        assert main(argv) == 0
+    result = json.loads((tmp_path / "o" / "claims.json").read_text())
+    assert sorted(result["statistics"]) == ["curve", "pair"]
