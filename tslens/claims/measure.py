@@ -149,6 +149,10 @@ def _mixture_statistics(
         "other_as_variants": float(np.mean(variants)),
         "last_demo_gap": float(np.mean(gaps)) if gaps else math.nan,
         "example_top_nontask": max(found[best_nontask], key=found[best_nontask].get, default=None),
+        # rebuttal (b), prompt by prompt: the most likely complete answer that is no task's
+        "top_nontask_by_prompt": [
+            [max(f, key=f.get), max(f.values())] if f else [None, 0.0] for f in found
+        ],
     }
 
 
