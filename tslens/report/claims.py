@@ -110,6 +110,17 @@ def write_claims(result: dict[str, Any], out: str | os.PathLike[str]) -> list[Pa
             ["claim", "verdict", "value", "rule", "why not testable", "claim says"], rows
         )  # fmt: skip
     )
+    pair = result["statistics"].get("pair", {})
+    if pair.get("top_nontask_by_prompt"):  # rebuttal (b), prompt by prompt
+        by_prompt = pair["top_nontask_by_prompt"][:12]
+        rows = [[i, str(text), p] for i, (text, p) in enumerate(by_prompt)]
+        task_p = sum(pair["mean_p"]) / len(pair["mean_p"])
+        intro += (
+            "<h3>The most likely non-task answer, prompt by prompt (measurement pair)</h3>"
+            f"<p class=note>mean task-answer P {task_p:.3f}; share of other that is a task "
+            f"answer in another case or spacing {pair['other_as_variants']:.3f}</p>"
+            + table_html(["prompt", "answer", "P"], rows)
+        )
     figures = [verdict_figure(result), *measurement_figures(result["statistics"])]
     page = write_dashboard(out / "report.html", f"Claims on {result['model']}", figures, intro)
     return [md, page]
