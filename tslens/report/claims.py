@@ -34,8 +34,10 @@ def claims_markdown(result: dict[str, Any]) -> str:
     """The claims table: claim, source, verdict, the number it rests on and the rule."""
     rows = [[r["id"], r["source"], r["verdict"], _rests_on(r).replace("|", "/")]
             for r in result["verdicts"]]  # fmt: skip
+    minutes = sum(result["seconds"].values()) / 60
     head = (f"Model `{result['model']}`, `{result['command']}`"
-            f"{' (quick sizes)' if result['quick'] else ''}.\n\n")  # fmt: skip
+            f"{' (quick sizes)' if result['quick'] else ''}: {len(result['seconds'])} "
+            f"measurements in {minutes:.1f} min.\n\n")  # fmt: skip
     return head + markdown_table(["claim", "source", "verdict", "rests on"], rows) + "\n"
 
 
