@@ -80,8 +80,9 @@ class Registry:
         return [known[i] for i in only]
 
 
-def load_registry(path: str | Path = REGISTRY) -> Registry:
-    """Read and check a claims file (see ``tslens/data/claims.toml``)."""
+def load_registry(path: str | Path | None = None) -> Registry:
+    """Read and check a claims file (default the shipped ``tslens/data/claims.toml``)."""
+    path = REGISTRY if path is None else path
     try:
         raw = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as err:

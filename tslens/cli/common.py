@@ -102,7 +102,8 @@ def apply_preset(args: argparse.Namespace) -> None:
             raise TslensError("--preset names its tasks; give --preset or --tasks, not both")
         args.tasks = ",".join(preset.tasks)
         args.template = args.template or preset.template
-    args.n_examples = args.n_examples or (preset.n_examples if preset else 60)
+    if args.n_examples is None:  # 0 stays, for the >= 1 check to refuse
+        args.n_examples = preset.n_examples if preset else 60
     args.seed = args.seed if args.seed is not None else (preset.seed if preset else 0)
 
 

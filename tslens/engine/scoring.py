@@ -119,7 +119,7 @@ def answer_token_logprobs(
     prompts: Sequence[str],
     answers: Sequence[Sequence[str]],
     batch_size: int | None = None,
-) -> list[list[Float[Tensor, " token"]]]:
+) -> list[list[Float[Tensor, " _token"]]]:
     """Per-token log P(token_t | prompt, answer tokens before t) of every answer (the terms
     whose sum :func:`answer_logprobs` returns), from the same packed forward. Returns, per
     prompt and answer, a float64 CPU tensor with one entry per answer token."""

@@ -47,7 +47,7 @@ class CollapseResult:
 
     tasks: list[str]
     prompts: list[MixturePrompt]
-    token_logprobs: list[list[Float[Tensor, " token"]]]  # [prompt][task] per-token log P
+    token_logprobs: list[list[Float[Tensor, " _token"]]]  # [prompt][task] per-token log P
     greedy: Int[Tensor, " prompt"]  # completed task index, OTHER or UNFINISHED
     sampled: Int[Tensor, "prompt sample"]
     settings: dict[str, Any] = field(default_factory=dict)
