@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from tslens.cli import (
     ablate,
+    atp,
     decode,
     demos,
     doctor,
@@ -26,6 +27,7 @@ from tslens.cli import (
     scale,
     tasks,
     train,
+    types,
 )
 from tslens.cli.common import apply_model_defaults
 from tslens.cli.outputs import record_finished
@@ -33,8 +35,8 @@ from tslens.cli.validate import validate
 from tslens.errors import TslensError
 
 SUBCOMMANDS = (
-    models, tasks, probs, patch, heads, ablate, demos, scale, decode, train, evaluate, reproduce,
-    doctor,
+    models, tasks, probs, patch, heads, types, atp, ablate, demos, scale, decode, train,
+    evaluate, reproduce, doctor,
 )  # fmt: skip
 
 
@@ -57,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands whose batches are saved as they go (tslens.engine.resume); train has its own checkpoints.
-RESUMABLE = ("probs", "patch", "heads", "ablate", "demos", "scale", "decode", "evaluate",
-             "reproduce")  # fmt: skip
+RESUMABLE = ("probs", "patch", "heads", "types", "atp", "ablate", "demos", "scale", "decode",
+             "evaluate", "reproduce")  # fmt: skip
 EXIT_STATUS = {
     0: "success",
     1: "an unexpected internal error (a bug: please report it, with TSLENS_DEBUG=1's traceback)",

@@ -86,7 +86,7 @@ def parse_device_map(text: str | None, device: str | None) -> str | dict | None:
 
 TASKS_HELP = "{} (default: the model's own pair, see tslens models)"
 # Commands whose --tasks default to the model's own pair.
-TASKS_FROM_MODEL = ("probs", "patch", "heads", "ablate", "demos", "scale")
+TASKS_FROM_MODEL = ("probs", "patch", "heads", "types", "atp", "ablate", "demos", "scale")
 
 
 def apply_preset(args: argparse.Namespace) -> None:

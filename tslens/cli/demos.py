@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "demos",
         help="attribute each answer to the demonstrations (deletion) and heads (attention)",
         description="Writes DIR/demos.json (tasks, per_prompt, by_task, by_distance, "
-        "last_demo_gap, nearest_share, additivity, heads) and DIR/demos.html.",
+        "last_demo_gap, nearest_share, additivity, heads; with --ablate, averaging_test) and "
+        "DIR/demos.html.",
     )
     parser.add_argument(
         "--tasks", default=None, help=TASKS_HELP.format("two or more tasks of one family: A,B")
@@ -32,6 +33,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--heads", default="", help="heads to list first, L.H,... (e.g. tslens heads' top ones)"
     )
     parser.add_argument("--no-attention", action="store_true", help="skip the heads' attention")
+    parser.add_argument(
+        "--ablate", default="",
+        help="heads L.H,... to mean-ablate (every position) and measure again, with a control "
+        "head ablated the same way: the causal test of an averaging head (demos.json "
+        "averaging_test)",
+    )  # fmt: skip
     add_prompt_args(parser, 50)
     add_model_args(parser)
     add_out_args(parser, ("demos.json", "demos.html"))
@@ -59,6 +66,13 @@ def run(args: argparse.Namespace) -> int:
         heads = head_summary(mass, effects.demo_tasks, effects.tasks, top)
     result = {"model": model.tslens_name, "command": "tslens " + " ".join(args.argv),
               **demos_json(effects, heads)}  # fmt: skip
+    if args.ablate:
+        from tslens.analyses.head.averaging import averaging_test
+
+        result["averaging_test"] = averaging_test(
+            model, tasks, parse_heads(args.ablate, model), prompt_spec(args, tasks), effects,
+            batch_size=args.batch_size, progress=True,
+        )  # fmt: skip
     write_json_atomic(args.out / "demos.json", result)
     write_demos_html(result, args.out / "demos.html")
     for k, task in enumerate(result["tasks"]):
@@ -79,5 +93,20 @@ def run(args: argparse.Namespace) -> int:
             for h in heads["heads"][:3]
         )
         print(f"heads: {first}")
+    if args.ablate:
+        test = result["averaging_test"]
+        for name in ("ablated", "control"):
+            heads_named = test["heads"] if name == "ablated" else [test["control"]]
+            which = ",".join(f"L{lay}.H{h}" for lay, h in heads_named)
+            got = test["conditions"][name]
+            print(f"{name} {which}: " + "; ".join(
+                f"{task} P {got['p'][k]:.3f}, nearest share {_fmt(got['nearest_share'][k])}, "
+                f"additivity {_fmt(got['additivity'][k])}"
+                for k, task in enumerate(test["tasks"])
+            ))  # fmt: skip
     print(f"wrote {args.out}/demos.json, {args.out}/demos.html")
     return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"

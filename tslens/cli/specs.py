@@ -72,6 +72,17 @@ def parse_lambdas(spec: str) -> list[float]:
     return values
 
 
+def parse_counts(spec: str, flag: str) -> list[int]:
+    """``"1,2,4,8"`` -> ``[1, 2, 4, 8]``: positive counts, deduplicated, in order."""
+    try:
+        counts = [int(c) for c in spec.split(",") if c.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise TslensError(f"{flag} {spec!r}: give positive counts, e.g. 1,2,4,8")
+    return sorted(set(counts))
+
+
 def _layers(value: str, shape: Any, options: dict[str, Any]) -> None:
     check_layers(shape, parse_layers(value, shape.n_layers))
 
@@ -106,6 +117,8 @@ def _n_random(value: int, shape: Any, options: dict[str, Any]) -> None:
 SHAPE_CHECKS: dict[str, Callable[[Any, Any, dict[str, Any]], None]] = {
     "layers": _layers,
     "heads": _heads,
+    "ablate": _heads,
+    "ns": lambda value, shape, options: parse_counts(value, "--ns"),
     "fv_heads": _fv_heads,
     "width": _width,
     "n_random": _n_random,

@@ -6,12 +6,14 @@ with some deleted) at their own positions, and has its answers packed behind it
 (:func:`tslens.engine.packing.pack_answers`). Scoring all answers of a prompt behind its cache is
 the row ``start = len(prompt) - 1, suffix = [last token]``; a prompt with demonstrations deleted is
 the row that starts at the first deletion. Each row costs its own suffix and answers, never the
-prompt again; rows of similar length share a forward.
+prompt again; rows of similar length share a forward. A row may also replace one head's ``z``
+at some of its suffix positions (``ablate``): per-position head patching, a variant per row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +24,7 @@ from tslens.engine.architecture import attention_masks
 from tslens.engine.batching import default_batch_size
 from tslens.engine.continuation import PrefixBatch, cached_forward, fork
 from tslens.engine.packing import pack_answers, read_packed
+from tslens.hooks.ablate import replacing_cells
 
 
 @dataclass
@@ -33,6 +36,8 @@ class Row:
     start: int
     suffix: list[int]
     answers: Sequence[list[int] | None]
+    # (layer, head, suffix indices, value [d_head]): that head's z there is replaced by value
+    ablate: tuple[int, int, list[int], Tensor] | None = None
 
 
 def score_rows(
@@ -74,13 +79,19 @@ def _forward_rows(model, cache, prefix, rows: Sequence[Row], k: int, pad_id: int
     device = model.cfg.device
     mask = torch.cat([see_cache, packed.mask], dim=-1).to(device)
     keys = torch.cat([prefix.positions.cpu()[owners], new_positions], dim=-1)
-    logits = cached_forward(
-        model,
-        packed.ids.to(device),
-        fork(cache, owners.to(device)),
-        attention_masks(model, mask, new_positions, keys),
-        new_positions.to(device),
-        logits_to_keep=packed.keep,
-    )
+    suffix_width = max(len(r.suffix) for r in rows)  # pack_answers left-pads the suffixes
+    cells = [
+        (b, r.ablate[0], r.ablate[1], suffix_width - len(r.suffix) + c, r.ablate[3])
+        for b, r in enumerate(rows) if r.ablate is not None for c in r.ablate[2]
+    ]  # fmt: skip
+    with replacing_cells(model, cells) if cells else nullcontext():
+        logits = cached_forward(
+            model,
+            packed.ids.to(device),
+            fork(cache, owners.to(device)),
+            attention_masks(model, mask, new_positions, keys),
+            new_positions.to(device),
+            logits_to_keep=packed.keep,
+        )
     sums, _, scored = read_packed(logits, packed.reads, len(rows), k, greedy=False)
     return torch.where(scored, sums, float("-inf")).cpu()

@@ -5,7 +5,7 @@ value (zero ablation), the head's mean (mean ablation) or its value on another p
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -40,6 +40,39 @@ def ablating(
             for head in heads:
                 new = values[(layer, head)].to(device=act.device, dtype=act.dtype)
                 act[:, cols, head] = new.expand(act.shape[0], len(cols), act.shape[-1])
+            return act
+
+        return hook
+
+    with model.hooks(fwd_hooks=[(hook_name("z", layer), replace_at(layer)) for layer in by_layer]):
+        yield
+
+
+@contextmanager
+def replacing_cells(
+    model,
+    cells: Sequence[tuple[int, int, int, int, Float[Tensor, " d_head"]]],
+) -> Iterator[None]:
+    """Within the block, ``z[row, col, head]`` of layer ``layer`` is replaced by ``value`` for
+    each cell ``(row, layer, head, col, value)``: a different head and position per batch row
+    (one row per patch variant). One indexed write per edited layer."""
+    by_layer: dict[int, list[tuple[int, int, int, Tensor]]] = {}
+    for row, layer, head, col, value in cells:
+        by_layer.setdefault(layer, []).append((row, col, head, value))
+    check_layers(model, list(by_layer))
+    index = {
+        layer: (torch.tensor([c[0] for c in got]), torch.tensor([c[1] for c in got]),
+                torch.tensor([c[2] for c in got]), torch.stack([c[3] for c in got]))
+        for layer, got in by_layer.items()
+    }  # fmt: skip
+
+    def replace_at(layer: int):
+        rows, cols, heads, values = index[layer]
+
+        def hook(act: Tensor, hook) -> Tensor:
+            act = act.clone()
+            device = act.device
+            act[rows.to(device), cols.to(device), heads.to(device)] = values.to(device, act.dtype)
             return act
 
         return hook
