@@ -17,7 +17,9 @@ from jaxtyping import Float
 from scipy.stats import spearmanr
 from torch import Tensor
 
+from tslens.analyses.head.fv_vs_induction import fv_minus_induction, fv_vs_induction
 from tslens.analyses.head.heads import attribute_heads
+from tslens.analyses.head.types import type_heads
 from tslens.analyses.layer.geometry import vector_geometry
 from tslens.analyses.layer.sweeps import lambda_points, patch_sweep
 from tslens.analyses.layer.task_vectors import task_vectors
@@ -253,7 +255,35 @@ def demos(s: Setting, m: Measurement) -> dict[str, Any]:
     }
 
 
+def heads(s: Setting, m: Measurement) -> dict[str, Any]:
+    """Head typing and the ablation of the top FV heads against the top induction heads
+    (Yin & Steinhardt): the accuracy drops at the largest n, their difference, and both
+    drops of the all-answers share."""
+    spec, tasks = s.spec(m), resolve_tasks(s.tasks(m))
+    types = type_heads(s.lens, tasks, spec, batch_size=s.batch_size, progress=s.progress)
+    got = fv_vs_induction(s.lens, tasks, types, spec, batch_size=s.batch_size,
+                          progress=s.progress)  # fmt: skip
+    if not got["conditions"]["fv"]:
+        return {"unavailable": f"{types.fv.numel()} heads are too few for disjoint head sets"}
+    n = max(got["conditions"]["fv"], key=int)
+    drop = {name: got["conditions"][name][n] for name in ("fv", "induction", "random")}
+    return {
+        "n": int(n),
+        "baseline_accuracy": float(np.mean(got["baseline"]["accuracy"])),
+        "fv_drop": drop["fv"]["accuracy_drop"],
+        "induction_drop": drop["induction"]["accuracy_drop"],
+        "random_drop": drop["random"]["accuracy_drop"],
+        "fv_minus_induction": fv_minus_induction(got),
+        "fv_share_drop": drop["fv"]["share_drop"],
+        "induction_share_drop": drop["induction"]["share_drop"],
+        "fv_induction_spearman": types.to_json()["fv_induction_spearman"],
+        "top_fv": [list(h) for h in drop["fv"]["heads"]],
+        "top_induction": [list(h) for h in drop["induction"]["heads"]],
+    }
+
+
 KINDS: dict[str, Callable[[Setting, Measurement], dict[str, Any]]] = {
     "mixture": mixture, "curve": curve, "vectors": vectors, "geometry": geometry,
     "collapse": collapse, "function_vectors": function_vectors, "demos": demos,
+    "heads": heads,
 }  # fmt: skip

@@ -52,9 +52,11 @@ def head_sets(
     seed: int = 0,
 ) -> dict[str, Any]:
     """The heads each condition ablates: ``{"overlap", "fv": {n: heads}, "induction": ...,
-    "random": ...}``; n is capped at a third of the heads outside the overlap, so that
-    the three sets of one n can be disjoint. The random heads come from neither top list."""
-    top = max(ns)
+    "random": ...}``; the lists and n are capped at a third of the heads (outside the
+    overlap), so that the three sets of one n are disjoint. The random heads come from neither
+    top list."""
+    n_total = fv.numel()
+    top = min(max(ns), n_total // 3)  # a small model: the top lists must leave heads over
     overlap: set[Head] = set()
     while True:  # excluding the overlap moves new heads into both lists; exclude them too
         both = set(ranked_heads(fv, overlap)[:top]) & set(ranked_heads(induction, overlap)[:top])
@@ -62,8 +64,7 @@ def head_sets(
             break
         overlap |= both
     by_fv, by_induction = ranked_heads(fv, overlap), ranked_heads(induction, overlap)
-    n_total = fv.numel()
-    sizes = sorted({min(n, (n_total - len(overlap)) // 3) for n in ns} - {0})
+    sizes = sorted({min(n, top, (n_total - len(overlap)) // 3) for n in ns} - {0})
     # the control draws from the heads in neither top list
     rest = [h for h in by_fv if h not in set(by_fv[:top]) | set(by_induction[:top])]
     rng = np.random.default_rng([seed, 25])
