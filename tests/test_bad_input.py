@@ -83,7 +83,8 @@ def _vectors_of_another_model(tmp_path: Path) -> Path:
 # Each command that writes an --out directory, with arguments that would otherwise run.
 WRITERS = {
     "probs": ["probs", *TASKS], "patch": ["patch", *TASKS], "heads": ["heads", *TASKS],
-    "ablate": ["ablate", *TASKS], "demos": ["demos", *TASKS],
+    "ablate": ["ablate", *TASKS], "demos": ["demos", *TASKS], "types": ["types", *TASKS],
+    "atp": ["atp", *TASKS],
     "scale": ["scale", "--models", "tslens-char-3l4h", *TASKS], "decode": ["decode", *TASKS],
     "evaluate": ["evaluate", *TASKS], "train": ["train", "--steps", "2", "--no-eval"],
     "compare": ["compare", str(PACKAGED_MODELS / "tslens-char-3l4h" / "eval.json")],
@@ -109,6 +110,11 @@ CASES = [
     ("size", ["ablate", *TASKS, "--n-examples", "5000"], CONTEXT),
     ("size", ["demos", *TASKS, "--n-examples", "5000"], CONTEXT),
     ("size", ["demos", *TASKS, "--heads", "0.7"], "heads 0..3"),
+    ("size", ["demos", *TASKS, "--ablate", "4.0"], "layers 0..2"),
+    ("size", ["types", *TASKS, "--n-examples", "5000"], CONTEXT),
+    ("size", ["types", *TASKS, "--ns", "0,2"], "positive counts"),
+    ("size", ["atp", *TASKS, "--n-examples", "5000"], CONTEXT),
+    ("size", ["atp", *TASKS, "--method", "atp,foo"], "unknown method 'foo'"),
     ("size", ["scale", "--models", "tslens-char-1l2h-d32,tslens-char-3l4h", *TASKS,
               "--n-examples", "5000"], CONTEXT),
     ("size", ["decode", *TASKS, "--n-examples", "5000"], CONTEXT),

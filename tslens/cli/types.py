@@ -88,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
               f"{base['all_answers_share']:.2f}")  # fmt: skip
         for n in ablation["conditions"]["fv"]:
             parts = [
-                f"{name} accuracy -{ablation['conditions'][name][n]['accuracy_drop']:.2f} "
-                f"share -{ablation['conditions'][name][n]['share_drop']:.2f}"
+                f"{name} accuracy drop {ablation['conditions'][name][n]['accuracy_drop']:+.2f}, "
+                f"share drop {ablation['conditions'][name][n]['share_drop']:+.2f}"
                 for name in ("fv", "induction", "random")
             ]
             print(f"  n={n}: " + "; ".join(parts))

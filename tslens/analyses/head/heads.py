@@ -164,12 +164,14 @@ def attribute_heads(
     fv_heads: int | None = None,
     batch_size: int | None = None,
     progress: bool = False,
+    evaluate_vectors: bool = True,
 ) -> HeadAttribution:
     """Attribute every task's answer to every head with each method (see the module doc).
 
     The mixture prompts mix ``tasks`` uniformly; ``aie`` uses single-task prompts of each task
     and evaluates each task's function vector (``fv_heads`` top heads, default
-    ``min(10, n_heads_total // 4)``) on zero-shot queries.
+    ``min(10, n_heads_total // 4)``) on zero-shot queries, unless ``evaluate_vectors`` is
+    False (the AIE scores alone).
     """
     methods = check_methods(methods)
     names = [t.name for t in tasks]
@@ -204,16 +206,18 @@ def attribute_heads(
         n_top = fv_heads or max(1, min(10, total_heads // 4))
         aie, vectors = [], {}
         for k, task in enumerate(tasks):
-            score, info = _task_aie(model, task, tasks, k, spec, n_top, batch_size, progress)
+            score, info = _task_aie(model, task, tasks, k, spec, n_top, batch_size, progress,
+                                    evaluate_vectors)  # fmt: skip
             aie.append(score)
             vectors[task.name] = info
         result.scores["aie"] = torch.stack(aie).float()
-        result.extras["function_vectors"] = vectors
+        if evaluate_vectors:
+            result.extras["function_vectors"] = vectors
     return result
 
 
 def _task_aie(model, task: Task, tasks: Sequence[Task], k: int, spec: PromptSpec, n_top: int,
-              batch_size: int | None, progress: bool):  # fmt: skip
+              batch_size: int | None, progress: bool, evaluate: bool = True):  # fmt: skip
     """AIE of every head for one task, and that task's function vector evaluated layer by
     layer on zero-shot queries (P of every task's answer, so leakage to the others shows)."""
     shuffled = spec.mixture([task], shuffle_labels=True)
@@ -223,6 +227,8 @@ def _task_aie(model, task: Task, tasks: Sequence[Task], k: int, spec: PromptSpec
         model, [p.text for p in shuffled], [p.answers for p in shuffled], mean_z, batch_size,
         progress,
     )  # fmt: skip
+    if not evaluate:
+        return aie[0], {}
     fv, chosen = function_vector(model, mean_z, aie[0], n_top)
     queries = spec.but(seed=spec.seed + 1).queries(tasks)
     n_layers = model.cfg.n_layers

@@ -162,7 +162,7 @@ def type_heads(
     copying = copying_scores(lens, n_sequences, length, spec.seed, batch_size, progress)
     attribution = attribute_heads(
         lens, tasks, ("patch", "aie"), **spec.arguments(), batch_size=batch_size,
-        progress=progress,
+        progress=progress, evaluate_vectors=False,
     )  # fmt: skip
     prompts, _, spans = build_demo_prompts(lens, tasks, spec)
     texts, answers = [p.text for p in prompts], [p.answers for p in prompts]
