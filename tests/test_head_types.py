@@ -7,17 +7,18 @@ import json
 import pytest
 import torch
 
-from tslens._reference import answer_logprobs_naive
+from tslens._reference import answer_logprobs_naive, demonstration_effects_naive
 from tslens.analyses.head.atp import (
     agreement,
     exact_position_effects,
     gradient_estimates,
     top_overlap,
 )
+from tslens.analyses.head.averaging import averaging_test
 from tslens.analyses.head.fv_vs_induction import head_sets
 from tslens.analyses.head.induction import copying_scores, random_repeated_tokens
 from tslens.analyses.head.types import evenness
-from tslens.analyses.prompt.demonstrations import build_demo_prompts
+from tslens.analyses.prompt.demonstrations import build_demo_prompts, demonstration_effects
 from tslens.cli import main
 from tslens.doctor.tiny import write_tiny_gemma
 from tslens.engine.ablation import head_statistics
@@ -132,6 +133,36 @@ def test_exact_position_patching_on_grouped_query_attention(tmp_path, monkeypatc
     bos = 1 if model.cfg.default_prepend_bos and model.tokenizer.bos_token_id is not None else 0
     spans = [[list(range(bos, bos + 3)), list(range(bos + 3, bos + 7))]] * 2  # byte tokens
     _check_exact(model, texts, answers, spans, [(0, 0, 1, 0), (1, 1, 3, 1)])
+
+
+@pytest.mark.parametrize("model_name", ["tiny_char", "gemma_like"])
+def test_deletions_with_a_head_ablated_equal_the_plain_loop(model_name, request):
+    """The averaging test's claim: a position-independent ablation keeps the cached-
+    continuation deletion engine exact (every forward, prefix or row, sees the same head)."""
+    model = request.getfixturevalue(model_name)
+    tasks, template = CASES[model_name]
+    tasks = resolve_tasks(tasks)
+    spec = PromptSpec(2, 4, 0, template)
+    intact = demonstration_effects(model, tasks, **spec.arguments())
+    means = head_statistics(model, [p.text for p in intact.prompts]).mean_all
+    with ablating(model, {(1, 0): means[1, 0]}):
+        fast = demonstration_effects(model, tasks, **spec.arguments())
+        slow = demonstration_effects_naive(model, fast)
+    stacked = torch.cat([fast.base[:, None], fast.without_demo, fast.without_task], 1)
+    assert (stacked.log() - slow.log()).abs().max() <= 1e-4
+    assert (fast.base.log() - intact.base.log()).abs().max() > 1e-2  # the ablation acts
+
+
+def test_averaging_test_measures_three_conditions(tiny_char):
+    tasks = resolve_tasks("plus2,plus5")
+    got = averaging_test(tiny_char, tasks, [(1, 0)], PromptSpec(2, 4, 0))
+    assert set(got["conditions"]) == {"intact", "ablated", "control"}
+    assert tuple(got["control"]) != (1, 0) and got["even_share"] == [0.5, 0.5]
+    change = got["change"]["ablated"]["nearest_share"]
+    for k, value in enumerate(change):
+        before = got["conditions"]["intact"]["nearest_share"][k]
+        after = got["conditions"]["ablated"]["nearest_share"][k]
+        assert value == (None if before is None or after is None else pytest.approx(after - before))
 
 
 # --- attribution patching -----------------------------------------------------------------
