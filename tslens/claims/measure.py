@@ -276,7 +276,7 @@ def heads(s: Setting, m: Measurement) -> dict[str, Any]:
         "fv_minus_induction": fv_minus_induction(got),
         "fv_share_drop": drop["fv"]["share_drop"],
         "induction_share_drop": drop["induction"]["share_drop"],
-        "fv_induction_spearman": types.to_json()["fv_induction_spearman"],
+        "fv_induction_spearman": types.fv_induction_spearman(),
         "top_fv": [list(h) for h in drop["fv"]["heads"]],
         "top_induction": [list(h) for h in drop["induction"]["heads"]],
     }

@@ -78,6 +78,17 @@ def answer_is_greedy(
     return _score_packed(model, prompts, answers, batch_size)[1]
 
 
+def answer_logprobs_and_greedy(
+    model,
+    prompts: Sequence[str],
+    answers: Sequence[Sequence[str]],
+    batch_size: int | None = None,
+) -> tuple[Float[Tensor, "prompt k"], Bool[Tensor, "prompt k"]]:
+    """:func:`answer_logprobs` and :func:`answer_is_greedy` from the one packed forward they
+    share, for a caller that needs both."""
+    return _score_packed(model, prompts, answers, batch_size)
+
+
 @torch.inference_mode()
 def _score_packed(
     model, prompts, answers, batch_size=None, labels=None, progress=False, boundary="raise"

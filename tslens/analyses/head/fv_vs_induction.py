@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from tslens.analyses.head.types import HeadTypes
 from tslens.engine.ablation import Head, head_statistics
 from tslens.engine.lens import as_lens
-from tslens.engine.scoring import answer_is_greedy, answer_logprobs
+from tslens.engine.scoring import answer_logprobs, answer_logprobs_and_greedy
 from tslens.hooks.ablate import ablating
 from tslens.prompts import PromptSpec
 from tslens.tasks import Task
@@ -91,9 +91,9 @@ def measure_condition(
     with ablating(lens, values) if values else nullcontext():
         accuracy, p_single = [], []
         for texts, answers in single:
-            accuracy.append(answer_is_greedy(lens, texts, answers, batch_size).double().mean())
-            p_single.append(answer_logprobs(lens, texts, answers, batch_size=batch_size).exp()
-                            .mean())  # fmt: skip
+            logprobs, greedy = answer_logprobs_and_greedy(lens, texts, answers, batch_size)
+            accuracy.append(greedy.double().mean())
+            p_single.append(logprobs.exp().mean())
         probs = answer_logprobs(lens, *mixture, batch_size=batch_size).exp()  # [prompt, k]
     return {
         "accuracy": [float(a) for a in accuracy],

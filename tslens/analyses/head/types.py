@@ -105,15 +105,17 @@ class HeadTypes:
                 })  # fmt: skip
         return sorted(out, key=lambda r: r["fv_rank"])
 
+    def fv_induction_spearman(self) -> float:
+        """How the FV and induction rankings relate over all heads (correlational)."""
+        return spearman(self.fv.flatten(), self.induction.flatten())
+
     def to_json(self) -> dict[str, Any]:
-        fv, induction = self.fv.flatten(), self.induction.flatten()
         return {
             "tasks": self.tasks,
             "heads": self.rows(),
             "roles": self.roles(),
             "role_share": self.role_share,
-            # how the two rankings relate over all heads (correlational)
-            "fv_induction_spearman": spearman(fv, induction),
+            "fv_induction_spearman": self.fv_induction_spearman(),
             "settings": self.settings,
         }
 
