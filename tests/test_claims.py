@@ -6,10 +6,12 @@ import json
 import math
 import random
 
+import numpy as np
 import pytest
 
 from tslens.claims.measure import KINDS
 from tslens.claims.registry import (
+    VERDICTS,
     Claim,
     evaluate,
     holds,
@@ -17,6 +19,7 @@ from tslens.claims.registry import (
     split_rule,
     verdict,
 )
+from tslens.claims.schema import STATISTICS
 from tslens.cli import main
 from tslens.errors import TslensError
 from tslens.presets import get_preset, presets
@@ -32,36 +35,90 @@ def test_the_rule_language():
     for bad in (">= x", "about 3", "in 1"):
         with pytest.raises(TslensError, match="cannot read rule"):
             split_rule(bad)
-    stats = {"a": {"x": 0.75, "y": 0.25, "s": "text"}}
+    stats = {"a": {"x": 0.75, "y": 0.25, "s": "text", "r": [0.5, 1.0]}}
     assert evaluate("a.x - a.y", stats) == 0.5 and evaluate("a.x / (a.y * 3)", stats) == 1.0
     assert math.isnan(evaluate("a.s", stats)) and math.isnan(evaluate("a.x / 0", stats))
+    assert list(evaluate("a.r * 2 - a.y", stats)) == [0.75, 1.75]
     with pytest.raises(TslensError, match="cannot read statistic"):
         evaluate("__import__('os')", stats)
 
 
-def test_verdicts_name_their_number_and_rule():
+def record(values: dict, replicates: dict | None = None, reasons: dict | None = None) -> dict:
+    """A measurement's record as :func:`tslens.claims.intervals.summarize` writes it."""
+    replicates = replicates or {k: [v] * 10 for k, v in values.items()}
+    return {"values": values, "replicates": replicates, "reasons": reasons or {},
+            "n_prompts": {"prompts": 10}, "seeds": 1}  # fmt: skip
+
+
+def test_verdicts_read_the_interval_and_name_their_number_and_rule():
     claim = Claim(id="c", source="s", statement="t", statistic="m.v", reads="r",
                   reproduced=">= 0.5", partly=">= 0.2", testable_if=("m.acc >= 0.3",))  # fmt: skip
-    judge = lambda **stats: verdict(claim, {"m": stats})  # noqa: E731
-    assert judge(v=0.6, acc=1)["verdict"] == "reproduced"
-    assert judge(v=0.3, acc=1) | {} == judge(v=0.3, acc=1)
-    assert (judge(v=0.3, acc=1)["verdict"], judge(v=0.3, acc=1)["rule"]) == ("partly", ">= 0.2")
-    assert judge(v=0.1, acc=1)["verdict"] == "not reproduced"
-    low = judge(v=0.9, acc=0.1)
+
+    def judge(v, acc=1.0, spread=0.0):
+        reps = {"v": list(np.linspace(v - spread, v + spread, 41)), "acc": [acc] * 41}
+        return verdict(claim, {"m": record({"v": v, "acc": acc}, reps)})
+
+    assert judge(0.6)["verdict"] == "reproduced" and judge(0.6)["interval"] == [0.6, 0.6]
+    assert (judge(0.3)["verdict"], judge(0.3)["rule"]) == ("partly", ">= 0.2")
+    assert judge(0.1)["verdict"] == "not reproduced"
+    # the interval decides: a point above the threshold with an interval across it is not
+    # "reproduced"; one across the weakest rule is "inconclusive"
+    assert judge(0.6, spread=0.2)["verdict"] == "partly"
+    wide = judge(0.3, spread=0.2)
+    assert wide["verdict"] == "inconclusive" and "straddles >= 0.2" in wide["rule"]
+    assert judge(0.1, spread=0.05)["verdict"] == "not reproduced"
+    low = judge(0.9, acc=0.1)
     assert low["verdict"] == "not testable here" and "needs m.acc >= 0.3" in low["why"]
     gone = verdict(claim, {"m": {"unavailable": "prompt too long"}})
     assert gone["verdict"] == "not testable here" and "prompt too long" in gone["why"]
-    assert judge(v=math.nan, acc=1)["verdict"] == "not testable here"
+    assert judge(0.6)["n_prompts"] == {"m": {"prompts": 10}} and judge(0.6)["seeds"] == 1
 
 
-def test_the_shipped_registry_reads_only_what_its_measurements_produce():
-    registry = load_registry()
-    assert len(registry.claims) >= 20 and len({c.id for c in registry.claims}) == len(
-        registry.claims
-    )
-    assert {m.kind for m in registry.measurements.values()} <= set(KINDS)
-    with pytest.raises(TslensError, match="unknown claim"):
-        registry.select(["no-such-claim"])
+def test_a_nan_statistic_needs_the_measurements_reason():
+    claim = Claim(id="c", source="s", statement="t", statistic="m.v", reads="r",
+                  reproduced=">= 0.5")  # fmt: skip
+    told = verdict(claim, {"m": record({"v": None}, reasons={"v": "one-token answers"})})
+    assert told["verdict"] == "not testable here" and "one-token answers" in told["why"]
+    with pytest.raises(TslensError, match="claim c: m.v has no value"):
+        verdict(claim, {"m": record({"v": None})})
+
+
+def test_a_statistic_over_two_measurements_gets_its_interval_from_their_replicates():
+    claim = Claim(id="c", source="s", statement="t", statistic="a.x - b.y", reads="r",
+                  reproduced=">= 0.2")  # fmt: skip
+    a = record({"x": 0.5}, {"x": list(np.linspace(0.4, 0.6, 101))})
+    b = record({"y": 0.1}, {"y": list(np.linspace(0.2, 0.0, 101))})  # replicate-wise: 0.2..0.6
+    got = verdict(claim, {"a": a, "b": b})
+    assert got["value"] == pytest.approx(0.4) and got["verdict"] == "reproduced"
+    assert got["interval"][0] == pytest.approx(0.4 - 0.2 * 0.95, abs=0.02)
+
+
+def write_registry(tmp_path, statistic="m.solved_fraction", condition="m.min_accuracy >= 0.2"):
+    text = f"""
+[measurements.m]
+kind = "mixture"
+tasks = "$pair"
+[[claims]]
+id = "typo-claim"
+source = "s"
+statement = "t"
+statistic = "{statistic}"
+reads = "r"
+reproduced = ">= 0.5"
+testable_if = ["{condition}"]
+"""
+    path = tmp_path / "claims.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_registry_refuses_a_statistic_or_condition_nothing_produces(tmp_path):
+    assert load_registry(write_registry(tmp_path)).claims[0].id == "typo-claim"
+    for bad in ({"statistic": "m.solved_fracton"}, {"condition": "m.min_acuracy >= 0.2"},
+                {"statistic": "n.solved_fraction"}):  # fmt: skip
+        with pytest.raises(TslensError, match="claim typo-claim") as err:
+            load_registry(write_registry(tmp_path, **bad))
+        assert "\n" not in str(err.value)
 
 
 def test_the_fig2_presets_are_the_papers_four_groups():
@@ -124,27 +181,29 @@ def test_reproduce_quick_end_to_end(model, tmp_path, capsys):
     kinds = {registry.measurements[m].kind for m in result["statistics"]}
     assert kinds == set(KINDS)  # every kind of measurement ran
     for v in result["verdicts"]:
-        assert v["verdict"] in ("reproduced", "partly", "not reproduced", "not testable here")
+        assert v["verdict"] in VERDICTS
         assert ("why" in v) if v["verdict"] == "not testable here" else ("rule" in v)
-        if v["verdict"] != "not testable here":
-            assert isinstance(v["value"], float)
-    # every statistic a claim names exists in what its measurement produced (no typo hides as
-    # "not testable"), wherever the measurement ran
-    for claim in claims:
-        for name in [n for n in claim.statistic.replace("-", " ").split() if "." in n]:
-            measurement, statistic = name.split(".")
-            produced = result["statistics"][measurement]
-            assert "unavailable" in produced or statistic in produced, name
+        if v["verdict"] != "not testable here":  # a value, its interval, prompts and seeds
+            assert isinstance(v["value"], float) and len(v["interval"]) == 2
+            assert v["n_prompts"] and v["seeds"] == 1
+    assert result["size"] == "quick" and result["settings"]["seeds"] == [0]
+    # every measurement that ran produced exactly the statistics its kind declares, each with
+    # an interval entry
+    for name, produced in result["statistics"].items():
+        if "unavailable" not in produced:
+            declared = set(STATISTICS[registry.measurements[name].kind])
+            assert set(produced["values"]) == declared == set(produced["intervals"]), name
+            assert "replicates" not in produced  # kept in the cache, not in claims.json
+    # the pair rule's outcome for every candidate
+    assert result["pairs"] and all("passes" in row for row in result["pairs"])
     table = (out / "claims.md").read_text()
-    assert table.count("\n| ") == len(claims) + 1 and model in table
+    assert table.count("\n| ") >= len(claims) + 1 and model in table and "95%" in table
     page = (out / "report.html").read_text()
     assert "Claims on" in page and claims[0].id in page and page.count("plotly") > 2
     # shared: each measurement ran once however many claims read it
     assert sorted(result["statistics"]) == sorted({m for c in claims for m in c.measurements()})
-    if model == "gpt2-small-random":  # random weights: it does no task, so nothing is judged
-        judged = [v for v in result["verdicts"] if "min_accuracy" in " ".join(
-            registry.select([v["id"]])[0].testable_if)]  # fmt: skip
-        assert all(v["verdict"] == "not testable here" for v in judged)
+    if model == "gpt2-small-random":  # random weights: a negative control for every claim
+        assert not {v["verdict"] for v in result["verdicts"]} & {"reproduced", "partly"}
 
 
 def test_reproduce_refuses_unknown_claims_in_one_line(tmp_path, capsys):
@@ -156,18 +215,22 @@ def test_reproduce_refuses_unknown_claims_in_one_line(tmp_path, capsys):
 
 def test_measurements_that_resolve_to_the_same_analysis_run_once(monkeypatch, shipped):
     from tslens.claims import measure, reproduce
+    from tslens.claims.intervals import Sample
     from tslens.claims.registry import Measurement, Registry
 
     calls = []
-    monkeypatch.setitem(measure.KINDS, "count", lambda s, m: calls.append(m.name) or {"v": 1.0})
-    monkeypatch.setattr(reproduce, "KINDS", measure.KINDS)
-    ours = {"a": Measurement("a", "count", {"tasks": "$pair"}),
-            "b": Measurement("b", "count", {"tasks": ["plus2", "plus5"]}),
-            "c": Measurement("c", "count", {"tasks": ["plus1", "plus5"]})}  # fmt: skip
-    claims = [Claim(id=n, source="s", statement="t", statistic=f"{n}.v", reads="r",
-                    reproduced=">= 1") for n in ours]  # fmt: skip
+    def count(s, m, seed):
+        calls.append(m.name)
+        return Sample({"prompts": {"x": np.ones(4)}}, lambda d: {"solved_fraction": 1.0})
+
+    monkeypatch.setitem(measure.KINDS, "mixture", count)
+    ours = {"a": Measurement("a", "mixture", {"tasks": "$pair"}),
+            "b": Measurement("b", "mixture", {"tasks": ["plus2", "plus5"]}),
+            "c": Measurement("c", "mixture", {"tasks": ["plus1", "plus5"]})}  # fmt: skip
+    claims = [Claim(id=n, source="s", statement="t", statistic=f"{n}.solved_fraction",
+                    reads="r", reproduced=">= 1") for n in ours]  # fmt: skip
     registry = Registry({"pair": ["plus2", "plus5"]}, ours, claims)
-    result = reproduce.reproduce(shipped, registry=registry, pair=["plus2", "plus5"])
+    result = reproduce.reproduce(shipped, quick=True, registry=registry, pair=["plus2", "plus5"])
     assert calls == ["a", "c"] and result.statistics["b"]["same_as"] == "a"
     assert [v["verdict"] for v in result.verdicts] == ["reproduced"] * 3
 
@@ -179,10 +242,10 @@ def test_an_interrupted_reproduce_resumes_measurement_by_measurement(tmp_path, m
             "--out", str(tmp_path / "o")]  # fmt: skip
     mixture = measure.KINDS["mixture"]
 
-    def interrupted(s, m):
+    def interrupted(s, m, seed):
         raise KeyboardInterrupt
 
-    def saved(s, m):
+    def saved(s, m, seed):
         pytest.fail("curve ran again: it was saved by the interrupted run")
 
     with monkeypatch.context() as patch:  # "curve" runs before "pair" (alphabetical order)

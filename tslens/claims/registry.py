@@ -2,6 +2,13 @@
 languages a claim is written in — a statistic (arithmetic over ``measurement.statistic``
 names) and verdict rules (``">= 0.5"``, ``"<= 0.2"``, ``"in 0.7 1.3"``).
 
+A verdict reads the statistic's 95% bootstrap interval, not its point value: "reproduced"
+when the whole interval meets the ``reproduced`` rule, "partly" when it all meets the
+``partly`` rule, "not reproduced" when it all misses the weakest rule, otherwise
+"inconclusive". Loading checks every statistic and condition name against what its
+measurement's kind produces (:mod:`tslens.claims.schema`), so a typo is refused, never
+mistaken for a model's limitation.
+
 Everything here is plain data and pure functions: which analyses run and how is
 :mod:`tslens.claims.measure`; putting the two together is :mod:`tslens.claims.reproduce`.
 """
@@ -12,15 +19,20 @@ import ast
 import math
 import operator
 import tomllib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from tslens.claims.intervals import interval
+from tslens.claims.schema import produces
 from tslens.errors import TslensError
 
 REGISTRY = Path(__file__).resolve().parents[1] / "data" / "claims.toml"
-VERDICTS = ("reproduced", "partly", "not reproduced", "not testable here")
+VERDICTS = ("reproduced", "partly", "inconclusive", "not reproduced", "not testable here")
 
 
 @dataclass(frozen=True)
@@ -52,15 +64,20 @@ class Claim:
     partly: str | None = None
     testable_if: tuple[str, ...] = ()
     untestable: str | None = None  # why no model can be tested yet (a missing capability)
+    control: str | None = None  # the negative control the tests run it on
 
-    def measurements(self) -> set[str]:
-        """The measurements its statistic and conditions read."""
+    def names(self) -> set[str]:
+        """Every ``measurement.statistic`` its statistic and conditions read."""
         if self.untestable:
             return set()
         names = set(_names(self.statistic))
         for condition in self.testable_if:
             names |= set(_names(split_rule(condition)[0]))
-        return {n.split(".")[0] for n in names}
+        return names
+
+    def measurements(self) -> set[str]:
+        """The measurements its statistic and conditions read."""
+        return {n.split(".")[0] for n in self.names()}
 
 
 @dataclass(frozen=True)
@@ -68,6 +85,7 @@ class Registry:
     defaults: dict[str, Any]
     measurements: dict[str, Measurement]
     claims: list[Claim]
+    pairs: dict[str, Any] = field(default_factory=dict)  # the pair rule and its candidates
 
     def select(self, only: list[str] | None) -> list[Claim]:
         """The claims named in ``only`` (all when ``None``), refusing unknown ids."""
@@ -93,15 +111,40 @@ def load_registry(path: str | Path | None = None) -> Registry:
     for entry in raw.get("claims", []):
         entry = dict(entry)
         entry["testable_if"] = tuple(entry.get("testable_if", ()))
-        claim = Claim(**entry)
-        missing = claim.measurements() - set(measurements)
-        if missing:
-            raise TslensError(f"claim {claim.id} reads unknown measurement {sorted(missing)[0]}")
-        for rule in (claim.reproduced, claim.partly):
-            if rule is not None:
-                split_rule(rule)  # raises on a rule it cannot read
+        try:
+            claim = Claim(**entry)
+        except TypeError as err:
+            raise TslensError(f"claim {entry.get('id')!r} in {path}: {err}") from None
+        _check(claim, measurements)
         claims.append(claim)
-    return Registry(dict(raw.get("defaults", {})), measurements, claims)
+    return Registry(dict(raw.get("defaults", {})), measurements, claims, dict(raw.get("pairs", {})))
+
+
+def _check(claim: Claim, measurements: Mapping[str, Measurement]) -> None:
+    """Refuse a claim that reads a measurement or statistic nothing produces, or a rule that
+    cannot be read, in one line naming the claim."""
+    for rule in (claim.reproduced, claim.partly, *claim.testable_if):
+        if rule is not None:
+            try:
+                split_rule(rule)
+            except TslensError as err:
+                raise TslensError(f"claim {claim.id}: {err}") from None
+    if not claim.untestable and claim.reproduced is None:
+        raise TslensError(f"claim {claim.id}: no 'reproduced' rule")
+    try:
+        names = claim.names()
+    except SyntaxError:
+        raise TslensError(f"claim {claim.id}: cannot read {claim.statistic!r}") from None
+    for name in sorted(names):
+        measurement, statistic = name.split(".", 1)
+        if measurement not in measurements:
+            raise TslensError(f"claim {claim.id} reads unknown measurement {measurement}")
+        known = produces(measurements[measurement].kind)
+        if statistic not in known:
+            raise TslensError(
+                f"claim {claim.id} reads {name}, which a {measurements[measurement].kind} "
+                f"measurement does not produce (it produces {', '.join(sorted(known))})"
+            )
 
 
 # ---------------------------------------------------------------- statistics and rules
@@ -115,11 +158,13 @@ def _names(expression: str) -> list[str]:
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)]  # fmt: skip
 
 
-def evaluate(expression: str, statistics: Mapping[str, Mapping[str, Any]]) -> float:
+def evaluate(expression: str, statistics: Mapping[str, Mapping[str, Any]]) -> Any:
     """The value of ``expression`` (``+ - * /``, numbers, ``measurement.statistic`` names)
-    over ``statistics[measurement][statistic]``; NaN when a name has no number."""
+    over ``statistics[measurement][statistic]``; NaN when a name has no number. A name whose
+    value is a list of numbers (bootstrap replicates) makes the result an array of the
+    expression's value per replicate."""
 
-    def value(node: ast.AST) -> float:
+    def value(node: ast.AST) -> Any:
         if isinstance(node, ast.Expression):
             return value(node.body)
         if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
@@ -128,11 +173,17 @@ def evaluate(expression: str, statistics: Mapping[str, Mapping[str, Any]]) -> fl
             return -value(node.operand)
         if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
             left, right = value(node.left), value(node.right)
-            if isinstance(node.op, ast.Div) and right == 0:
-                return math.nan
+            if isinstance(node.op, ast.Div):
+                with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+                    warnings.simplefilter("ignore")
+                    out = np.where(np.asarray(right) == 0, np.nan,
+                                   np.divide(left, np.where(np.asarray(right) == 0, 1, right)))
+                return float(out) if np.ndim(out) == 0 else out
             return _OPERATORS[type(node.op)](left, right)
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
             got = statistics.get(node.value.id, {}).get(node.attr)
+            if isinstance(got, list):
+                return np.array([math.nan if g is None else g for g in got], dtype=np.float64)
             return float(got) if isinstance(got, int | float) else math.nan
         raise TslensError(f"cannot read statistic {expression!r}")
 
@@ -165,34 +216,83 @@ def holds(rule: str, value: float) -> bool:
     return bounds[0] <= value <= bounds[1]
 
 
-def verdict(claim: Claim, statistics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The claim's verdict over the measured ``statistics``: the value it rests on, the rule
-    that decided and, for "not testable here", why."""
+def judge_interval(rule: str, low: float, high: float) -> str:
+    """``"meets"`` when every value in [low, high] meets the rule, ``"misses"`` when none
+    does, else ``"straddles"``."""
+    _, op, bounds = split_rule(rule)
+    if op == ">=":
+        inside, outside = low >= bounds[0], high < bounds[0]
+    elif op == "<=":
+        inside, outside = high <= bounds[0], low > bounds[0]
+    else:
+        inside = bounds[0] <= low and high <= bounds[1]
+        outside = high < bounds[0] or low > bounds[1]
+    return "meets" if inside else "misses" if outside else "straddles"
+
+
+def _reason(claim: Claim, records: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """Why the claim's statistic has no value, as its measurements state it."""
+    for name in sorted(_names(claim.statistic)):
+        measurement, statistic = name.split(".", 1)
+        record = records.get(measurement, {})
+        if record.get("values", {}).get(statistic) is None:
+            why = record.get("reasons", {}).get(statistic)
+            if why:
+                return f"{name}: {why}"
+    return None
+
+
+def verdict(claim: Claim, records: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The claim's verdict over the measurements' ``records`` (each with ``values``,
+    ``replicates``, ``reasons``, ``n_prompts``, ``seeds``; see
+    :func:`tslens.claims.intervals.summarize`): the value, its 95% interval, the prompts and
+    seeds it rests on, the rule that decided and, for "not testable here", why.
+
+    Raises:
+        TslensError: the statistic has no value and its measurement gives no reason (a bug
+            in a measurement, never a model's limitation).
+    """
     record: dict[str, Any] = {"id": claim.id, "source": claim.source,
                               "statement": claim.statement, "statistic": claim.statistic,
-                              "reads": claim.reads, "value": None}  # fmt: skip
+                              "reads": claim.reads, "value": None, "interval": None}  # fmt: skip
     if claim.untestable:
         return {**record, "verdict": "not testable here", "why": claim.untestable}
     for name in sorted(claim.measurements()):
-        failed = statistics.get(name, {}).get("unavailable")
+        failed = records.get(name, {}).get("unavailable")
         if failed:
             return {**record, "verdict": "not testable here", "why": f"{name}: {failed}"}
+    values = {n: r.get("values", {}) for n, r in records.items()}
+    used = sorted(claim.measurements())
+    record["n_prompts"] = {n: records[n].get("n_prompts") for n in used if n in records}
+    record["seeds"] = max((records[n].get("seeds", 1) for n in used if n in records), default=1)
     for condition in claim.testable_if:
         expression = split_rule(condition)[0]
-        got = evaluate(expression, statistics)
+        got = evaluate(expression, values)
         if not holds(condition, got):
             why = f"needs {condition}, measured {got:.3g}"
-            accuracy = statistics.get(expression.split(".")[0], {}).get("accuracy")
+            accuracy = records.get(expression.split(".")[0], {}).get("detail", {}).get("accuracy")
             if isinstance(accuracy, dict):  # say which task the model cannot do alone
                 why += " (alone: " + ", ".join(f"{t} {a:.2f}" for t, a in accuracy.items()) + ")"
             return {**record, "verdict": "not testable here", "why": why}
-    value = evaluate(claim.statistic, statistics)
-    if math.isnan(value):  # e.g. a later-token statistic on one-token answers
-        return {**record, "verdict": "not testable here",
-                "why": f"{claim.statistic} has no value on this model's inputs"}  # fmt: skip
+    value = evaluate(claim.statistic, values)
+    if math.isnan(value):
+        why = _reason(claim, records)
+        if why is None:
+            raise TslensError(f"claim {claim.id}: {claim.statistic} has no value and its "
+                              "measurement states no reason")  # fmt: skip
+        return {**record, "verdict": "not testable here", "why": why}
     record["value"] = value
+    replicates = evaluate(claim.statistic, {n: r.get("replicates", {}) for n, r in records.items()})
+    bounds = interval(np.atleast_1d(replicates))
+    record["interval"] = bounds
+    if bounds is None:
+        return {**record, "verdict": "inconclusive",
+                "rule": "the statistic is undefined on most bootstrap resamples"}  # fmt: skip
+    low, high = min(bounds[0], value), max(bounds[1], value)
     for name, rule in (("reproduced", claim.reproduced), ("partly", claim.partly)):
-        if rule is not None and holds(rule, value):
+        if rule is not None and judge_interval(rule, low, high) == "meets":
             return {**record, "verdict": name, "rule": rule}
-    rule = claim.partly or claim.reproduced
-    return {**record, "verdict": "not reproduced", "rule": f"fails {rule}"}
+    weakest = claim.partly or claim.reproduced
+    if judge_interval(weakest, low, high) == "misses":
+        return {**record, "verdict": "not reproduced", "rule": f"fails {weakest}"}
+    return {**record, "verdict": "inconclusive", "rule": f"interval straddles {weakest}"}

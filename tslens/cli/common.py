@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 
 from tslens.errors import TslensError
-from tslens.prompts import PromptSpec, parse_weights
+from tslens.prompts import PromptSpec, default_n_examples, parse_weights
 from tslens.sources.loader import DEFAULT_MODEL, DTYPES, default_tasks, load_model
 from tslens.sources.pretrained import default_template
 from tslens.tasks import Task
@@ -160,7 +160,3 @@ def prompt_spec(args: argparse.Namespace, tasks: Sequence[Task]) -> PromptSpec:
     )
 
 
-def default_n_examples(tasks) -> int:
-    """20 demonstrations for the character tasks the shipped model was trained on (its
-    context holds them), 30 otherwise."""
-    return 20 if tasks[0].family.name in ("digit", "letters8") else 30

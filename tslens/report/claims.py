@@ -15,30 +15,48 @@ from tslens.io import write_text_atomic
 from tslens.report.card import markdown_table
 from tslens.report.html import table_html, write_dashboard
 
-COLORS = {"reproduced": "#2ca02c", "partly": "#ff7f0e", "not reproduced": "#d62728",
-          "not testable here": "#7f7f7f"}  # fmt: skip
+COLORS = {"reproduced": "#2ca02c", "partly": "#ff7f0e", "inconclusive": "#bcbd22",
+          "not reproduced": "#d62728", "not testable here": "#7f7f7f"}  # fmt: skip
 
 
 def _value(record: dict[str, Any]) -> str:
-    value = record.get("value")
-    return "—" if value is None else f"{value:.3g}"
+    value, bounds = record.get("value"), record.get("interval")
+    if value is None:
+        return "—"
+    return f"{value:.3g}" + (f" [{bounds[0]:.3g}, {bounds[1]:.3g}]" if bounds else "")
+
+
+def _prompts(record: dict[str, Any]) -> str:
+    counts = record.get("n_prompts") or {}
+    total = sum(sum(groups.values()) for groups in counts.values() if groups)
+    return f"{total} prompts, {record.get('seeds', 1)} seed(s)" if total else ""
 
 
 def _rests_on(record: dict[str, Any]) -> str:
     if record["verdict"] == "not testable here":
         return record["why"]
-    return f"{record['statistic']} = {_value(record)} ({record['rule']})"
+    return f"{record['statistic']} = {_value(record)} ({record['rule']}; {_prompts(record)})"
 
 
 def claims_markdown(result: dict[str, Any]) -> str:
-    """The claims table: claim, source, verdict, the number it rests on and the rule."""
+    """The claims table: claim, source, verdict, the number it rests on with its 95%
+    bootstrap interval, the rule, and the prompts and seeds behind it."""
     rows = [[r["id"], r["source"], r["verdict"], _rests_on(r).replace("|", "/")]
             for r in result["verdicts"]]  # fmt: skip
     minutes = sum(result["seconds"].values()) / 60
-    head = (f"Model `{result['model']}`, `{result['command']}`"
-            f"{' (quick sizes)' if result['quick'] else ''}: {len(result['seconds'])} "
-            f"measurements in {minutes:.1f} min.\n\n")  # fmt: skip
-    return head + markdown_table(["claim", "source", "verdict", "rests on"], rows) + "\n"
+    settings = result.get("settings", {})
+    pair = settings.get("pair")
+    head = (f"Model `{result['model']}`, `{result['command']}` ({result.get('size', 'full')} "
+            f"sizes, seeds {settings.get('seeds')}): {len(result['seconds'])} measurements in "
+            f"{minutes:.1f} min. Pair {'/'.join(pair) if pair else 'none'} (chosen by "
+            f"{settings.get('pair_chosen_by')}). Values are point estimates with 95% "
+            "bootstrap intervals over prompts.\n\n")  # fmt: skip
+    table = markdown_table(["claim", "source", "verdict", "rests on"], rows) + "\n"
+    if result.get("pairs"):
+        rows = [["/".join(r["pair"]), "passes" if r["passes"] else "fails", r.get("why") or ""]
+                for r in result["pairs"]]  # fmt: skip
+        table += "\nPair rule:\n\n" + markdown_table(["pair", "rule", "why"], rows) + "\n"
+    return head + table
 
 
 def verdict_figure(result: dict[str, Any]) -> go.Figure:
@@ -52,12 +70,33 @@ def verdict_figure(result: dict[str, Any]) -> go.Figure:
     return fig
 
 
+def interval_figure(result: dict[str, Any]) -> go.Figure:
+    """Every judged claim's value with its 95% bootstrap interval, coloured by verdict."""
+    rows = [r for r in result["verdicts"] if r.get("value") is not None]
+    fig = go.Figure()
+    for name, color in COLORS.items():
+        chosen = [r for r in rows if r["verdict"] == name]
+        if not chosen:
+            continue
+        low = [r["value"] - (r["interval"] or [r["value"]] * 2)[0] for r in chosen]
+        high = [(r["interval"] or [r["value"]] * 2)[1] - r["value"] for r in chosen]
+        fig.add_trace(go.Scatter(
+            x=[r["value"] for r in chosen], y=[r["id"] for r in chosen], mode="markers",
+            name=name, marker_color=color,
+            error_x={"type": "data", "symmetric": False, "array": high, "arrayminus": low},
+        ))  # fmt: skip
+    fig.update_layout(title="Each claim's statistic with its 95% bootstrap interval over prompts "
+                      "(bars); its rule is in the table", xaxis_title="statistic value",
+                      yaxis_title="claim", height=120 + 28 * max(len(rows), 1))  # fmt: skip
+    return fig
+
+
 def measurement_figures(statistics: dict[str, dict[str, Any]]) -> list[go.Figure]:
-    """The curves the claims rest on: calibration, the lambda sweep, span residuals by layer
-    and each mixture's P per task (top-1 and top-K accuracy)."""
+    """The curves the claims rest on: calibration, the lambda sweep and the geometry by
+    layer (the figures' points are means over the pooled prompts of every seed)."""
     figures = []
-    curve = statistics.get("curve", {})
-    if "shares" in curve:
+    curve = statistics.get("curve", {}).get("detail", {})
+    if "p_task0" in curve:
         fig = go.Figure()
         for key, name in (("p_task0", "P(task 0)"), ("p_task1", "P(task 1)")):
             fig.add_trace(go.Scatter(x=curve["shares"], y=curve[key], name=name,
@@ -67,32 +106,24 @@ def measurement_figures(statistics: dict[str, dict[str, Any]]) -> list[go.Figure
                           xaxis_title="share of task 0's demonstrations",
                           yaxis_title="mean P(answer)", height=380)  # fmt: skip
         figures.append(fig)
-    vectors = statistics.get("vectors", {})
-    if "lambdas" in vectors:
+    vectors = statistics.get("vectors", {}).get("detail", {})
+    if "p_task0_along_lambda" in vectors:
         fig = go.Figure(go.Scatter(x=vectors["lambdas"], y=vectors["p_task0_along_lambda"],
                                    mode="lines+markers", name="P(task 0)"))  # fmt: skip
-        fig.update_layout(title="Convex task-vector patching (vectors): P(task 0) along lambda",
-                          xaxis_title="lambda (weight of task 0's vector)",
+        fig.update_layout(title="Convex task-vector patching (vectors): P(task 0) along lambda, "
+                          "held-out queries", xaxis_title="lambda (weight of task 0's vector)",
                           yaxis_title="mean P(task 0 answer)", height=360)  # fmt: skip
         figures.append(fig)
-    geometry = statistics.get("geometry", {})
+    geometry = statistics.get("geometry", {}).get("detail", {})
     if "ratio_by_layer" in geometry:
-        fig = go.Figure(go.Bar(x=geometry["layers"], y=geometry["ratio_by_layer"]))
-        fig.update_layout(title="Span residual over random residual, by layer (geometry)",
-                          xaxis_title="layer", yaxis_title="residual ratio (1 = random)",
-                          height=340)  # fmt: skip
+        layers = list(range(len(geometry["ratio_by_layer"])))
+        fig = go.Figure([go.Bar(x=layers, y=geometry["ratio_by_layer"], name="span ratio"),
+                         go.Scatter(x=layers, y=geometry["rho_by_layer"], name="rho",
+                                    mode="lines+markers")])  # fmt: skip
+        fig.update_layout(title="Geometry by layer (scoring half): own-span over null-span "
+                          "residual (1 = no better than unrelated tasks) and distance-P rho",
+                          xaxis_title="layer", yaxis_title="ratio / rho", height=340)  # fmt: skip
         fig.update_xaxes(dtick=1)
-        figures.append(fig)
-    mixtures = {n: s for n, s in statistics.items() if "topk_accuracy" in s}
-    if mixtures:
-        fig = go.Figure()
-        for key, name in (("top1_accuracy", "top-1"), ("topk_accuracy", "top-K")):
-            x = [f"{n}: {t}" for n, s in mixtures.items() for t in s["tasks"]]
-            y = [v for s in mixtures.values() for v in s[key]]
-            fig.add_trace(go.Bar(x=x, y=y, name=name))
-        fig.update_layout(title="Per-task accuracy at K = 1 and K = number of tasks (mixtures)",
-                          xaxis_title="measurement: task", yaxis_title="share of prompts",
-                          barmode="group", height=420)  # fmt: skip
         figures.append(fig)
     return figures
 
@@ -101,18 +132,20 @@ def write_claims(result: dict[str, Any], out: str | os.PathLike[str]) -> list[Pa
     """``claims.md`` and ``report.html`` into ``out`` (``claims.json`` is the caller's)."""
     out = Path(out)
     md = write_text_atomic(out / "claims.md", claims_markdown(result))
-    rows = [[r["id"], r["verdict"], _value(r), r.get("rule", ""), r.get("why", ""),
+    rows = [[r["id"], r["verdict"], _value(r), _prompts(r), r.get("rule", ""), r.get("why", ""),
              r["statement"]] for r in result["verdicts"]]  # fmt: skip
     intro = (
         f"<p class=note>model <b>{html.escape(result['model'])}</b>; "
         f"<code>{html.escape(result['command'])}</code>. Each verdict names the statistic it "
-        "reads and the rule that decided (thresholds in tslens/data/claims.toml); "
-        '"not testable here" says why the model cannot be asked.</p>'
+        "reads, its 95% bootstrap interval over prompts and the rule that decided (thresholds "
+        "in tslens/data/claims.toml): reproduced or not only when the whole interval says so, "
+        'else inconclusive; "not testable here" says why the model cannot be asked.</p>'
         + table_html(
-            ["claim", "verdict", "value", "rule", "why not testable", "claim says"], rows
+            ["claim", "verdict", "value [95% CI]", "prompts", "rule", "why not testable",
+             "claim says"], rows
         )  # fmt: skip
     )
-    pair = result["statistics"].get("pair", {})
+    pair = result["statistics"].get("pair", {}).get("detail", {})
     if pair.get("top_nontask_by_prompt"):  # rebuttal (b), prompt by prompt
         by_prompt = pair["top_nontask_by_prompt"][:12]
         rows = [[i, str(text), p] for i, (text, p) in enumerate(by_prompt)]
@@ -123,6 +156,7 @@ def write_claims(result: dict[str, Any], out: str | os.PathLike[str]) -> list[Pa
             f"answer in another case or spacing {pair['other_as_variants']:.3f}</p>"
             + table_html(["prompt", "answer", "P"], rows)
         )
-    figures = [verdict_figure(result), *measurement_figures(result["statistics"])]
+    figures = [verdict_figure(result), interval_figure(result),
+               *measurement_figures(result["statistics"])]
     page = write_dashboard(out / "report.html", f"Claims on {result['model']}", figures, intro)
     return [md, page]

@@ -89,11 +89,12 @@ def measure_condition(
     ``other`` and ``all_answers_share`` on the mixture prompts."""
     lens = as_lens(model)
     with ablating(lens, values) if values else nullcontext():
-        accuracy, p_single = [], []
+        accuracy, p_single, hits = [], [], []
         for texts, answers in single:
             logprobs, greedy = answer_logprobs_and_greedy(lens, texts, answers, batch_size)
             accuracy.append(greedy.double().mean())
             p_single.append(logprobs.exp().mean())
+            hits.append(greedy[:, 0].tolist())
         probs = answer_logprobs(lens, *mixture, batch_size=batch_size).exp()  # [prompt, k]
     return {
         "accuracy": [float(a) for a in accuracy],
@@ -101,6 +102,7 @@ def measure_condition(
         "p": probs.mean(0).tolist(),
         "other": float(1 - probs.sum(-1).mean()),
         "all_answers_share": float((probs.min(-1).values >= 0.1).double().mean()),
+        "hits": hits,  # [task][prompt]: greedy decoding gives the answer (what accuracy means)
     }
 
 

@@ -250,6 +250,8 @@ def _task_aie(model, task: Task, tasks: Sequence[Task], k: int, spec: PromptSpec
             "accuracy_by_layer": (probs[:, 1:, k] >= 0.5).double().mean(0).tolist(),
             "best_layer": best,
             "best_prob": float(mean[1 + best, k]),
+            # [query][1 + layer]: P(this task's answer), zero-shot first (intervals over queries)
+            "query_p": probs[:, :, k].tolist(),
             "norm": float(fv.norm()),
         },
     )

@@ -66,6 +66,9 @@ class SweepResult:
     accuracy: Float[Tensor, "layer point k"] | None = None
     icl: Float[Tensor, "point k"] | None = None  # real in-context mixtures at the same weights
     settings: dict[str, Any] = field(default_factory=dict)
+    # the means above, prompt by prompt (for intervals over prompts; not written to JSON)
+    per_prompt: Float[Tensor, "prompt layer point k"] | None = None
+    icl_per_prompt: Float[Tensor, "icl_prompt point k"] | None = None
 
     @property
     def other(self) -> Float[Tensor, "layer point"]:
@@ -105,7 +108,7 @@ class SweepResult:
             extra["lambdas"] = self.points[:, 0]
         if self.icl is not None:
             extra["icl"] = self.icl
-        return record(self, skip=("settings", "icl"), **extra)
+        return record(self, skip=("settings", "icl", "per_prompt", "icl_per_prompt"), **extra)
 
 
 def patch_sweep(
@@ -172,18 +175,20 @@ def patch_sweep(
     )
     probs = logps.exp().mean(0)  # [variant, k]
     accuracy = (logps.exp() >= 0.5).double().mean(0)[1:].view(n_layers, n_points, -1)
-    icl = None
+    icl = icl_per_prompt = None
     if icl_examples:
-        icl = torch.stack(
+        icl_per_prompt = torch.stack(
             [
                 measure_mixture(
                     model, task_list, w.tolist(), n_prompts, icl_examples, seed, template,
                     batch_size=batch_size, solved=False,
-                ).probs.mean(0)
+                ).probs
                 for w in tqdm(points, desc="in-context mixtures", unit="weighting",
                               disable=not progress, leave=False)  # fmt: skip
-            ]
+            ],
+            dim=1,
         )  # fmt: skip
+        icl = icl_per_prompt.mean(0)
     return SweepResult(
         tasks=names,
         layers=layers,
@@ -192,6 +197,8 @@ def patch_sweep(
         baseline=probs[0],
         accuracy=accuracy,
         icl=icl,
+        per_prompt=logps.exp()[:, 1:].reshape(len(prompts), n_layers, n_points, -1),
+        icl_per_prompt=icl_per_prompt,
         settings={
             "n_prompts": n_prompts,
             "seed": seed,

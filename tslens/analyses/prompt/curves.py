@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from tslens.analyses.prompt.mixture import measure_mixture
@@ -132,11 +132,25 @@ def task_accuracy(
     the task's answer, token for token (:func:`tslens.engine.scoring.answer_is_greedy`; no stop
     token is needed, so models never trained to end their answers are judged fairly). Returns
     ``{task name: accuracy}``."""
-    accuracy = {}
+    hits = task_hits(model, tasks, n_prompts, n_examples, seed, template, batch_size)
+    return {name: h.double().mean().item() for name, h in hits.items()}
+
+
+def task_hits(
+    model,
+    tasks: str | Sequence[str] | Sequence[Task],
+    n_prompts: int = 500,
+    n_examples: int = 20,
+    seed: int = 0,
+    template: str | None = None,
+    batch_size: int | None = None,
+) -> dict[str, Bool[Tensor, " prompt"]]:
+    """Per task, per single-task prompt: whether greedy decoding produces the task's answer
+    (what :func:`task_accuracy` averages)."""
+    hits = {}
     for task in resolve_tasks(tasks, same_family=False):
         prompts = build_mixture_prompts([task], [1.0], n_prompts, n_examples, seed, template)
-        hits = answer_is_greedy(
+        hits[task.name] = answer_is_greedy(
             model, [p.text for p in prompts], [p.answers for p in prompts], batch_size
-        )
-        accuracy[task.name] = hits.double().mean().item()
-    return accuracy
+        )[:, 0]
+    return hits

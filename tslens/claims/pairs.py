@@ -1,0 +1,80 @@
+"""Which task pair the pair-based claims are tested on, by a rule written down before any
+measurement (``[pairs]`` in tslens/data/claims.toml), never by which pair shows the effect:
+
+1. each task alone reaches ``min_accuracy`` (greedy answer on single-task prompts), so a
+   missing answer in a mixture is not the model failing the task;
+2. the two answers start with different tokens on at least ``min_distinct_first`` of the
+   queries, so the first generated token mostly decides between the tasks;
+3. the answers are not case variants of each other (equal after casefolding on at least half
+   the queries): one computation with a casing choice is not two tasks.
+
+The candidates are tried in the order the registry lists them (the model's own training
+tasks first for the character models); every candidate's outcome is reported, and the first
+that passes is the pair. The geometry's null pair is the first two tasks of the pair's family
+in library order that are not in the pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tslens.analyses.head.logit_attribution import answer_first_tokens
+from tslens.analyses.prompt.curves import task_hits
+from tslens.engine.batching import status
+from tslens.engine.lens import Lens
+from tslens.errors import TslensError
+from tslens.prompts import PromptSpec
+from tslens.tasks import list_tasks, resolve_tasks
+
+
+def null_pair(pair: Sequence[str]) -> list[str]:
+    """The first two tasks of the pair's family, in library order, outside the pair."""
+    family = resolve_tasks(list(pair))[0].family
+    others = [t.name for t in list_tasks() if t.family == family and t.name not in pair]
+    if len(others) < 2:
+        raise TslensError(f"the family of {pair[0]} has no two other tasks for a null pair")
+    return others[:2]
+
+
+def check_pairs(
+    lens: Lens,
+    candidates: Sequence[Sequence[str]],
+    rule: dict[str, Any],
+    spec: PromptSpec,
+    batch_size: int | None = None,
+) -> list[dict[str, Any]]:
+    """Every candidate pair with its tasks' accuracy alone, the share of queries with
+    distinct first answer tokens, the share with case-variant answers, whether it passes and
+    why not."""
+    accuracy: dict[str, float | None] = {}
+    rows = []
+    for pair in candidates:
+        row: dict[str, Any] = {"pair": list(pair)}
+        try:
+            tasks = resolve_tasks(list(pair))
+            for task in tasks:
+                if task.name not in accuracy:
+                    status(f"pair rule: {task.name} alone")
+                    hits = task_hits(lens, [task], spec.n_prompts, spec.n_examples, spec.seed,
+                                     spec.template, batch_size)  # fmt: skip
+                    accuracy[task.name] = float(hits[task.name].double().mean())
+            queries = spec.mixture(tasks)
+            firsts = answer_first_tokens(lens, [q.text for q in queries],
+                                         [q.answers for q in queries])  # fmt: skip
+        except TslensError as err:  # the tokenizer cannot write a task, a context too short
+            rows.append({**row, "passes": False, "why": str(err)})
+            continue
+        distinct = sum(a != b for a, b in firsts) / len(firsts)
+        variants = sum(q.answers[0].strip().casefold() == q.answers[1].strip().casefold()
+                       for q in queries) / len(queries)  # fmt: skip
+        why = [f"{t.name} alone {accuracy[t.name]:.2f} < {rule['min_accuracy']}"
+               for t in tasks if accuracy[t.name] < rule["min_accuracy"]]  # fmt: skip
+        if distinct < rule["min_distinct_first"]:
+            why.append(f"distinct first tokens on {distinct:.2f} < {rule['min_distinct_first']}")
+        if variants >= 0.5:
+            why.append(f"case variants on {variants:.2f} of the queries")
+        rows.append({**row, "accuracy": [accuracy[t.name] for t in tasks],
+                     "distinct_first": distinct, "case_variants": variants,
+                     "passes": not why, "why": "; ".join(why)})  # fmt: skip
+    return rows
