@@ -282,6 +282,9 @@ def verdict(claim: Claim, records: Mapping[str, Mapping[str, Any]]) -> dict[str,
                               "measurement states no reason")  # fmt: skip
         return {**record, "verdict": "not testable here", "why": why}
     record["value"] = value
+    if record["seeds"] > 1:  # the statistic on each prompt seed alone: the spread over seeds
+        by_seed = evaluate(claim.statistic, {n: r.get("by_seed", {}) for n, r in records.items()})
+        record["by_seed"] = [None if math.isnan(v) else float(v) for v in np.atleast_1d(by_seed)]
     replicates = evaluate(claim.statistic, {n: r.get("replicates", {}) for n, r in records.items()})
     bounds = interval(np.atleast_1d(replicates))
     record["interval"] = bounds

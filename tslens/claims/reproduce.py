@@ -174,7 +174,7 @@ def _missing_tasks(m: Measurement, defaults: dict[str, Any], pairs: list[dict]) 
         return None
     value = defaults.get(placeholder[1:])
     if value is None:
-        tried = "; ".join(f"{'/'.join(r['pair'])}: {r['why']}" for r in pairs)
+        tried = "; ".join(f"{'/'.join(r['pair'])}: {r['why'].split('; ')[0]}" for r in pairs)
         return f"no candidate pair passes the pair rule ({tried})"
     return value if isinstance(value, str) else None
 

@@ -27,9 +27,16 @@ def _value(record: dict[str, Any]) -> str:
 
 
 def _prompts(record: dict[str, Any]) -> str:
+    """``"60 prompts, 3 seeds: 0.1 / 0.2 / 0.15"``: what the value rests on, and its value on
+    each seed's prompts alone."""
     counts = record.get("n_prompts") or {}
     total = sum(sum(groups.values()) for groups in counts.values() if groups)
-    return f"{total} prompts, {record.get('seeds', 1)} seed(s)" if total else ""
+    if not total:
+        return ""
+    seeds = record.get("seeds", 1)
+    spread = " / ".join("—" if v is None else f"{v:.3g}" for v in record.get("by_seed") or [])
+    return f"{total} prompts, {seeds} seed{'s' if seeds > 1 else ''}" + (
+        f": {spread}" if spread else "")
 
 
 def _rests_on(record: dict[str, Any]) -> str:
@@ -155,6 +162,18 @@ def write_claims(result: dict[str, Any], out: str | os.PathLike[str]) -> list[Pa
             f"<p class=note>mean task-answer P {task_p:.3f}; share of other that is a task "
             f"answer in another case or spacing {pair['other_as_variants']:.3f}</p>"
             + table_html(["prompt", "answer", "P"], rows)
+        )
+    geometry = result["statistics"].get("geometry", {}).get("detail", {})
+    if geometry.get("rho_p_by_layer"):  # rebuttal (d), layer by layer
+        rows = [[layer, "—" if rho is None else f"{rho:.3f}", f"{p:.3f}"] for layer, (rho, p)
+                in enumerate(zip(geometry["rho_by_layer"], geometry["rho_p_by_layer"],
+                                 strict=True))]  # fmt: skip
+        intro += (
+            "<h3>Distance vs probability by layer (measurement geometry, scoring half)</h3>"
+            f"<p class=note>Spearman rho over every 50/50 mixture and its present tasks, with "
+            "the one-sided permutation p-value (pairings permuted, 999 draws); the verdict "
+            f"reads layer {geometry['rho_layer']}, chosen on the other half.</p>"
+            + table_html(["layer", "rho", "p"], rows)
         )
     figures = [verdict_figure(result), interval_figure(result),
                *measurement_figures(result["statistics"])]
