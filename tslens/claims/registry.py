@@ -291,6 +291,8 @@ def verdict(claim: Claim, records: Mapping[str, Mapping[str, Any]]) -> dict[str,
     if bounds is None:
         return {**record, "verdict": "inconclusive",
                 "rule": "the statistic is undefined on most bootstrap resamples"}  # fmt: skip
+    # a percentile interval can miss the point value of a biased statistic (a max over
+    # shares); the verdict then judges the span of both, never less than the interval
     low, high = min(bounds[0], value), max(bounds[1], value)
     for name, rule in (("reproduced", claim.reproduced), ("partly", claim.partly)):
         if rule is not None and judge_interval(rule, low, high) == "meets":

@@ -128,7 +128,7 @@ def reproduce(
     return Reproduction(
         model=lens.name,
         quick=quick,
-        verdicts=[verdict(claim, statistics) for claim in claims],
+        verdicts=[{**verdict(claim, statistics), "size": setting.size} for claim in claims],
         statistics=statistics,
         seconds=seconds,
         settings={"pair": defaults.get("pair"), "pair_chosen_by": chosen_by,
