@@ -257,3 +257,21 @@ def test_an_interrupted_reproduce_resumes_measurement_by_measurement(tmp_path, m
         assert main(argv) == 0
     result = json.loads((tmp_path / "o" / "claims.json").read_text())
     assert sorted(result["statistics"]) == ["curve", "pair"]
+
+
+def test_a_mixture_skips_its_beam_search_below_its_accuracy_floor(shipped):
+    from tslens.claims.intervals import summarize
+    from tslens.claims.prompt_measures import mixture
+    from tslens.claims.registry import Measurement
+    from tslens.claims.setting import Setting
+    from tslens.engine.lens import as_lens
+
+    setting = Setting(as_lens(shipped), {"pair": ["plus2", "plus5"]}, None, 20, quick=True)
+    ran = summarize([mixture(setting, Measurement("m", "mixture", {"tasks": "$pair"}), 0)])
+    skipped = summarize([mixture(setting, Measurement(
+        "m", "mixture", {"tasks": "$pair", "search_if_accuracy": 1.5}), 0)])  # fmt: skip
+    assert ran["values"]["solved_fraction"] is not None
+    assert skipped["values"]["solved_fraction"] is None
+    assert "search_if_accuracy" in skipped["reasons"]["solved_fraction"]
+    same = ("all_answers_share", "min_accuracy", "last_demo_gap")
+    assert [ran["values"][k] for k in same] == [skipped["values"][k] for k in same]

@@ -48,17 +48,22 @@ def mixture(s: Setting, m: Measurement, seed: int) -> Sample:
     texts, answers = [p.text for p in prompts], [list(p.answers) for p in prompts]
     probs = answer_logprobs(s.lens, texts, answers, s.batch_size, labels=names,
                             progress=s.progress).exp().double().numpy()  # fmt: skip
-    found = _candidates(s, texts, answers)
     k = len(names)
+    accuracy = {n: float(hits[n].double().mean()) for n in names}
+    floor = float(m.options.get("search_if_accuracy", 0.0))
+    searched = min(accuracy.values()) >= floor  # the beam search is the costly part
+    found = _candidates(s, texts, answers) if searched else [{} for _ in texts]
     ranks = np.array([[sum(o > probs[i, j] for o in found[i].values())
                        + int((probs[i] > probs[i, j]).sum()) for j in range(k)]
                       for i in range(len(prompts))])  # fmt: skip
     best = np.array([max(f.values(), default=0.0) for f in found])
-    data: Data = {"mixture": {"probs": probs, "topk": (ranks < k).astype(float), "best": best,
+    topk = (ranks < k).astype(float)
+    if not searched:
+        topk, best = np.full_like(topk, math.nan), np.full_like(best, math.nan)
+    data: Data = {"mixture": {"probs": probs, "topk": topk, "best": best,
                               "last": np.array([p.demo_tasks[-1] for p in prompts])}}  # fmt: skip
     for j, name in enumerate(names):
         data[f"single{j}"] = {"hits": hits[name].double().numpy()}
-    accuracy = {n: float(hits[n].double().mean()) for n in names}
     written = [{a.strip().casefold() for a in p.answers} for p in prompts]
     variants = [sum(v for c, v in f.items() if c.strip().casefold() in w) for f, w in
                 zip(found, written, strict=True)]  # fmt: skip
@@ -69,6 +74,10 @@ def mixture(s: Setting, m: Measurement, seed: int) -> Sample:
                                         [None, 0.0] for f in found]}  # fmt: skip
     reasons = {"last_demo_gap": "no task is the last demonstration on some prompts and not on "
                "others"}  # fmt: skip
+    if not searched:
+        why = f"no beam search: a task's accuracy alone is below {floor} (search_if_accuracy)"
+        reasons.update(dict.fromkeys(
+            ("solved_fraction", "top_nontask_over_task", "superposition_cost"), why))
     return Sample(data, _mixture_statistics, reasons, detail)
 
 
