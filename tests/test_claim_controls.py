@@ -228,3 +228,16 @@ def test_a_random_weights_model_reproduces_nothing(tiny_char):
         if v["verdict"] == "not testable here":
             assert v["why"]
     assert any(v["verdict"] == "not reproduced" for v in result.verdicts)
+
+
+def test_seeds_pool_into_one_sample_even_when_answer_lengths_differ():
+    from tslens.claims.intervals import pooled
+
+    short, long = collapse(0.9), collapse(0.9)
+    long.data["prompts"]["prefix"] = np.concatenate(
+        [long.data["prompts"]["prefix"], np.full((N, 2, 1), np.nan)], -1)  # fmt: skip
+    both = pooled([short, long])
+    assert both.data["prompts"]["prefix"].shape == (2 * N, 2, 4)
+    got = summarize([short, long], n_resamples=50)
+    assert got["seeds"] == 2 and got["values"]["continue_after_first"] == pytest.approx(0.9)
+    assert got["by_seed"]["continue_after_first"] == [pytest.approx(0.9)] * 2

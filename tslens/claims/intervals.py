@@ -57,10 +57,24 @@ class Sample:
 def pooled(samples: list[Sample]) -> Sample:
     """The samples of several prompt seeds as one: each group's prompts concatenated."""
     first = samples[0]
-    data = {g: {name: np.concatenate([s.data[g][name] for s in samples])
+    data = {g: {name: _stack([s.data[g][name] for s in samples])
                 for name in arrays} for g, arrays in first.data.items()}  # fmt: skip
     reasons = {k: v for s in samples for k, v in s.reasons.items()}
     return Sample(data, first.statistics, reasons, first.detail, first.describe)
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """Concatenated along the prompt axis, NaN-padded where the other axes differ (a seed's
+    longest answer has more tokens than another's)."""
+    shape = np.max([a.shape[1:] for a in arrays], axis=0) if arrays[0].ndim > 1 else ()
+    padded = []
+    for a in arrays:
+        if a.shape[1:] != tuple(shape):
+            out = np.full((len(a), *shape), math.nan)
+            out[(slice(None), *(slice(0, n) for n in a.shape[1:]))] = a
+            a = out
+        padded.append(a)
+    return np.concatenate(padded)
 
 
 def _take(data: Data, picks: Mapping[str, np.ndarray]) -> Data:
