@@ -275,3 +275,30 @@ def test_a_mixture_skips_its_beam_search_below_its_accuracy_floor(shipped):
     assert "search_if_accuracy" in skipped["reasons"]["solved_fraction"]
     same = ("all_answers_share", "min_accuracy", "last_demo_gap")
     assert [ran["values"][k] for k in same] == [skipped["values"][k] for k in same]
+
+
+def test_the_pair_rule_compares_the_first_token_that_writes_something(shipped):
+    """Gemma writes " 34" as "▁", "3", "4": a shared whitespace token must not make two
+    numeric answers look alike (the char model splits the same way)."""
+    from tslens.claims.pairs import deciding_tokens
+    from tslens.engine.lens import as_lens
+
+    lens = as_lens(shipped)
+    (row,) = deciding_tokens(lens, ["12@34="], [[" 34", "  57", " "]])
+    three, five, space = (lens.token_ids([c])[0][-1] for c in "35 ")
+    assert row == [three, five, space]  # an all-whitespace answer keeps its last token
+
+
+def test_the_pair_rule_passes_and_fails_for_its_stated_reasons(shipped):
+    from tslens.claims.pairs import check_pairs
+    from tslens.engine.lens import as_lens
+    from tslens.prompts import PromptSpec
+
+    rule = load_registry().pairs
+    candidates = [["plus2", "plus5"], ["first_letter", "first_letter_upper"]]
+    rows = check_pairs(as_lens(shipped), candidates, rule, PromptSpec(8, 20, 0, None))
+    trained, untrained = rows
+    assert trained["passes"] and trained["why"] == "" and min(trained["accuracy"]) >= 0.5
+    assert not untrained["passes"]
+    assert "case variants on 1.00" in untrained["why"]  # and alone it cannot do them either
+    assert "alone" in untrained["why"]

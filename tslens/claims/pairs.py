@@ -3,8 +3,11 @@ measurement (``[pairs]`` in tslens/data/claims.toml), never by which pair shows 
 
 1. each task alone reaches ``min_accuracy`` (greedy answer on single-task prompts), so a
    missing answer in a mixture is not the model failing the task;
-2. the two answers start with different tokens on at least ``min_distinct_first`` of the
-   queries, so the first generated token mostly decides between the tasks;
+2. the two answers' first *deciding* tokens differ on at least ``min_distinct_first`` of the
+   queries, so the first token the model has to choose mostly decides between the tasks.
+   Leading tokens that only write whitespace are skipped: Gemma writes " 34" as "▁", "3",
+   "4", so every numeric answer begins with the same "▁" and the plain first token would
+   say nothing about the tasks (changed 2026-12-05, docs/findings.md "Registry changes");
 3. the answers are not case variants of each other (equal after casefolding on at least half
    the queries): one computation with a casing choice is not two tasks.
 
@@ -19,10 +22,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tslens.analyses.head.logit_attribution import answer_first_tokens
 from tslens.analyses.prompt.curves import task_hits
 from tslens.engine.batching import status
 from tslens.engine.lens import Lens
+from tslens.engine.tokens import answer_token_ids
 from tslens.errors import TslensError
 from tslens.prompts import PromptSpec
 from tslens.tasks import list_tasks, resolve_tasks
@@ -35,6 +38,25 @@ def null_pair(pair: Sequence[str]) -> list[str]:
     if len(others) < 2:
         raise TslensError(f"the family of {pair[0]} has no two other tasks for a null pair")
     return others[:2]
+
+
+def deciding_tokens(
+    lens: Lens, prompts: Sequence[str], answers: Sequence[Sequence[str]]
+) -> list[list[int]]:
+    """``[prompt][k]``: the first token of answer k in context that writes more than
+    whitespace (the answer's last token if all of them are whitespace)."""
+    ids = answer_token_ids(lens, prompts, answers, lens.token_ids(prompts))
+    blank = {}
+
+    def first_written(tokens: list[int]) -> int:
+        for token in tokens:
+            if token not in blank:
+                blank[token] = not lens.tokenizer.decode([token]).strip()
+            if not blank[token]:
+                return token
+        return tokens[-1]
+
+    return [[first_written(a) for a in row] for row in ids]
 
 
 def check_pairs(
@@ -60,8 +82,8 @@ def check_pairs(
                                      spec.template, batch_size)  # fmt: skip
                     accuracy[task.name] = float(hits[task.name].double().mean())
             queries = spec.mixture(tasks)
-            firsts = answer_first_tokens(lens, [q.text for q in queries],
-                                         [q.answers for q in queries])  # fmt: skip
+            firsts = deciding_tokens(lens, [q.text for q in queries],
+                                     [q.answers for q in queries])  # fmt: skip
         except TslensError as err:  # the tokenizer cannot write a task, a context too short
             rows.append({**row, "passes": False, "why": str(err)})
             continue
