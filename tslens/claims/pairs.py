@@ -46,7 +46,7 @@ def deciding_tokens(
     """``[prompt][k]``: the first token of answer k in context that writes more than
     whitespace (the answer's last token if all of them are whitespace)."""
     ids = answer_token_ids(lens, prompts, answers, lens.token_ids(prompts))
-    blank = {}
+    blank: dict[int, bool] = {}  # token id -> writes only whitespace (decoded once)
 
     def first_written(tokens: list[int]) -> int:
         for token in tokens:
