@@ -219,6 +219,7 @@ def test_measurements_that_resolve_to_the_same_analysis_run_once(monkeypatch, sh
     from tslens.claims.registry import Measurement, Registry
 
     calls = []
+
     def count(s, m, seed):
         calls.append(m.name)
         return Sample({"prompts": {"x": np.ones(4)}}, lambda d: {"solved_fraction": 1.0})
@@ -302,3 +303,17 @@ def test_the_pair_rule_passes_and_fails_for_its_stated_reasons(shipped):
     assert not untrained["passes"]
     assert "case variants on 1.00" in untrained["why"]  # and alone it cannot do them either
     assert "alone" in untrained["why"]
+
+
+def test_the_null_pair_skips_tasks_whose_answers_coincide():
+    """add_digits writes what add writes, and the word family's other tasks are the pair's
+    case variants: neither is a null pair for the geometry."""
+    from tslens.claims.pairs import answers_coincide, null_pair
+
+    assert null_pair(["copy_op1", "copy_op2"]) == ["add", "add_en"]  # not add, add_digits
+    assert null_pair(["capital", "continent"]) == ["upper", "currency"]
+    add, add_digits, add_en = resolve_tasks(["add", "add_digits", "add_en"])
+    assert answers_coincide(add, add_digits, ["12@34", "5@6"])
+    assert not answers_coincide(add, add_en, ["12@34", "5@6"])
+    with pytest.raises(TslensError, match="no two other tasks"):
+        null_pair(["first_letter", "last_letter"])

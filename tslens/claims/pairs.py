@@ -14,7 +14,10 @@ measurement (``[pairs]`` in tslens/data/claims.toml), never by which pair shows 
 The candidates are tried in the order the registry lists them (the model's own training
 tasks first for the character models); every candidate's outcome is reported, and the first
 that passes is the pair. The geometry's null pair is the first two tasks of the pair's family
-in library order that are not in the pair.
+in library order that are not in the pair and whose answers coincide (equal after casefolding
+on at least half of the family's inputs) neither with each other nor with a pair task's:
+``add_digits`` writes what ``add`` writes, and a null pair of one task twice, or of the pair's
+own case variants, is no control (changed 2026-12-05, docs/findings.md "Registry changes").
 """
 
 from __future__ import annotations
@@ -22,22 +25,44 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from tslens.analyses.prompt.curves import task_hits
 from tslens.engine.batching import status
 from tslens.engine.lens import Lens
 from tslens.engine.tokens import answer_token_ids
 from tslens.errors import TslensError
 from tslens.prompts import PromptSpec
-from tslens.tasks import list_tasks, resolve_tasks
+from tslens.tasks import Task, list_tasks, resolve_tasks
+
+COINCIDE_INPUTS = 200  # inputs of the family on which two tasks' answers are compared
+
+
+def answers_coincide(a: Task, b: Task, inputs: Sequence[str]) -> bool:
+    """Whether ``a`` and ``b`` write the same answer (after casefolding) on at least half of
+    ``inputs``: one computation under two names, or one with a casing choice."""
+    same = sum(a.answer(x).strip().casefold() == b.answer(x).strip().casefold() for x in inputs)
+    return same >= len(inputs) / 2
 
 
 def null_pair(pair: Sequence[str]) -> list[str]:
-    """The first two tasks of the pair's family, in library order, outside the pair."""
-    family = resolve_tasks(list(pair))[0].family
-    others = [t.name for t in list_tasks() if t.family == family and t.name not in pair]
-    if len(others) < 2:
-        raise TslensError(f"the family of {pair[0]} has no two other tasks for a null pair")
-    return others[:2]
+    """The first two tasks of the pair's family, in library order, outside the pair, whose
+    answers coincide neither with each other's nor with a pair task's."""
+    chosen = resolve_tasks(list(pair))
+    family = chosen[0].family
+    inputs = family.sample(np.random.default_rng(0), COINCIDE_INPUTS)
+    null: list[Task] = []
+    for task in list_tasks():
+        if task.family != family or task.name in pair:
+            continue
+        if not any(answers_coincide(task, other, inputs) for other in [*chosen, *null]):
+            null.append(task)
+        if len(null) == 2:
+            return [t.name for t in null]
+    raise TslensError(
+        f"the family of {pair[0]} has no two other tasks whose answers differ from each other's "
+        "and the pair's, for a null pair"
+    )
 
 
 def deciding_tokens(
