@@ -8,6 +8,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 
 from tslens.claims.measure import KINDS
 from tslens.claims.registry import (
@@ -317,3 +318,31 @@ def test_the_null_pair_skips_tasks_whose_answers_coincide():
     assert not answers_coincide(add, add_en, ["12@34", "5@6"])
     with pytest.raises(TslensError, match="no two other tasks"):
         null_pair(["first_letter", "last_letter"])
+
+
+def test_the_beam_search_gate_reads_the_accuracy_pooled_over_every_seed(shipped, monkeypatch):
+    """One seed's few prompts below the floor must not leave that seed unsearched (and the
+    pooled statistic NaN) when the pooled accuracy, which the claims' gates read, is above."""
+    from tslens.claims import prompt_measures
+    from tslens.claims.intervals import summarize
+    from tslens.claims.registry import Measurement
+    from tslens.claims.setting import Setting
+    from tslens.engine.lens import as_lens
+
+    def hits(lens, names, n_prompts, n_examples, seed, template, batch_size):
+        miss = seed == 1  # seed 1 gets plus5 wrong on every prompt: 2/3 pooled
+        return {n: torch.full((n_prompts,), not (miss and n == "plus5")) for n in names}
+
+    monkeypatch.setattr(prompt_measures, "task_hits", hits)
+    setting = Setting(as_lens(shipped), {"pair": ["plus2", "plus5"]}, None, 20, quick=False)
+
+    def run(floor: float) -> dict:
+        m = Measurement("m", "mixture", {"tasks": "$pair", "search_if_accuracy": floor})
+        return summarize([prompt_measures.mixture(setting, m, seed) for seed in setting.seeds])
+
+    searched, skipped = run(0.5), run(0.9)
+    assert all(v is not None for v in searched["by_seed"]["solved_fraction"])
+    assert searched["values"]["solved_fraction"] is not None
+    assert searched["values"]["min_accuracy"] == pytest.approx(2 / 3)
+    assert skipped["by_seed"]["solved_fraction"] == [None, None, None]
+    assert "pooled over the seeds" in skipped["reasons"]["solved_fraction"]

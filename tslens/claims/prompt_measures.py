@@ -23,33 +23,55 @@ from tslens.engine.batching import status
 from tslens.engine.scoring import answer_logprobs
 from tslens.engine.search import beam_search
 from tslens.presets import get_preset
+from tslens.prompts import MixturePrompt, PromptSpec
 from tslens.tasks import resolve_tasks
 
 SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
 BOTH = 0.1  # "substantial probability" on an answer (the paper's plots' scale)
 
 
+def _mixture_prompts(
+    s: Setting, m: Measurement, seed: int
+) -> tuple[list[str], PromptSpec, list[MixturePrompt]]:
+    """The task names, prompt settings and mixture prompts of one seed (a preset's own
+    seed is shifted by the same offset)."""
+    if "preset" in m.options:
+        preset = get_preset(m.options["preset"])
+        spec = preset.spec(s.per_seed(m), seed=preset.seed + seed - s.seed)
+        return list(preset.tasks), spec, preset.prompts(spec)
+    names, spec = s.tasks(m), s.spec(m, seed)
+    return names, spec, spec.mixture(resolve_tasks(names))
+
+
+def _single_task_hits(s: Setting, m: Measurement, seed: int) -> dict[str, torch.Tensor]:
+    """``{task: hits[prompt]}`` on one seed's single-task prompts, measured once per run."""
+    key = ("single_task_hits", m.name, seed)
+    if key not in s.memo:
+        names, spec, _ = _mixture_prompts(s, m, seed)
+        status(f"{m.name}: single-task accuracy (seed {spec.seed})")
+        s.memo[key] = task_hits(s.lens, names, spec.n_prompts, spec.n_examples, spec.seed,
+                                spec.template, s.batch_size)  # fmt: skip
+    return s.memo[key]
+
+
 def mixture(s: Setting, m: Measurement, seed: int) -> Sample:
     """Equal-weight mixture prompts (a preset's, or ``$pair``'s): each task's exact P, the
     model's most likely complete answers by beam search (scored exactly), and single-task
     accuracy on single-task prompts of each task. Serves Fig. 2, Finding 1 and the
-    rebuttal's (b) and (c)."""
-    if "preset" in m.options:
-        preset = get_preset(m.options["preset"])
-        names = list(preset.tasks)
-        spec = preset.spec(s.per_seed(m), seed=preset.seed + seed - s.seed)
-        prompts = preset.prompts(spec)
-    else:
-        names, spec = s.tasks(m), s.spec(m, seed)
-        prompts = spec.mixture(resolve_tasks(names))
-    status(f"{m.name}: single-task accuracy (seed {spec.seed})")
-    hits = task_hits(s.lens, names, spec.n_prompts, spec.n_examples, spec.seed, spec.template,
-                     s.batch_size)  # fmt: skip
+    rebuttal's (b) and (c).
+
+    The beam search runs only when every task's accuracy alone, pooled over *all* seeds'
+    single-task prompts (the same pooled accuracy the claims' gates read), reaches
+    ``search_if_accuracy``: decided once for the run, never seed by seed (a 7-prompt seed
+    can fall below the floor by chance and would leave the pooled statistic NaN)."""
+    names, spec, prompts = _mixture_prompts(s, m, seed)
+    hits = _single_task_hits(s, m, seed)
+    every_seed = [_single_task_hits(s, m, other) for other in s.seeds]
+    accuracy = {n: float(torch.cat([h[n] for h in every_seed]).double().mean()) for n in names}
     texts, answers = [p.text for p in prompts], [list(p.answers) for p in prompts]
     probs = answer_logprobs(s.lens, texts, answers, s.batch_size, labels=names,
                             progress=s.progress).exp().double().numpy()  # fmt: skip
     k = len(names)
-    accuracy = {n: float(hits[n].double().mean()) for n in names}
     floor = float(m.options.get("search_if_accuracy", 0.0))
     searched = min(accuracy.values()) >= floor  # the beam search is the costly part
     found = _candidates(s, texts, answers) if searched else [{} for _ in texts]
@@ -75,9 +97,13 @@ def mixture(s: Setting, m: Measurement, seed: int) -> Sample:
     reasons = {"last_demo_gap": "no task is the last demonstration on some prompts and not on "
                "others"}  # fmt: skip
     if not searched:
-        why = f"no beam search: a task's accuracy alone is below {floor} (search_if_accuracy)"
-        reasons.update(dict.fromkeys(
-            ("solved_fraction", "top_nontask_over_task", "superposition_cost"), why))
+        why = (
+            f"no beam search: a task's accuracy alone (pooled over the seeds) is below {floor} "
+            "(search_if_accuracy)"
+        )
+        reasons.update(
+            dict.fromkeys(("solved_fraction", "top_nontask_over_task", "superposition_cost"), why)
+        )
     return Sample(data, _mixture_statistics, reasons, detail)
 
 
@@ -130,8 +156,7 @@ def curve(s: Setting, m: Measurement, seed: int) -> Sample:
                               batch_size=s.batch_size, solved=False,
                               progress=s.progress)  # fmt: skip
         data[f"share{i}"] = {"probs": got.probs.double().numpy()}
-    return Sample(data, _curve_statistics, detail={"shares": list(SHARES)},
-                  describe=_curve_detail)
+    return Sample(data, _curve_statistics, detail={"shares": list(SHARES)}, describe=_curve_detail)
 
 
 def _curve_detail(d: Data) -> dict[str, list[float]]:

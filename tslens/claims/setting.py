@@ -10,7 +10,7 @@ seed's prompts and the spread over seeds is reported beside it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tslens.claims.registry import Measurement
@@ -32,6 +32,9 @@ class Setting:
     seed: int = 0
     batch_size: int | None = None
     progress: bool = False
+    # Results several seeds' measurements share (the pooled single-task accuracy that gates a
+    # beam search), computed once per run.
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def seeds(self) -> list[int]:
