@@ -346,3 +346,39 @@ def test_the_beam_search_gate_reads_the_accuracy_pooled_over_every_seed(shipped,
     assert searched["values"]["min_accuracy"] == pytest.approx(2 / 3)
     assert skipped["by_seed"]["solved_fraction"] == [None, None, None]
     assert "pooled over the seeds" in skipped["reasons"]["solved_fraction"]
+
+
+def test_heads_are_ranked_once_per_run_and_judged_on_each_seeds_held_out_prompts(monkeypatch):
+    """Ranked per seed on a full run's few prompts, the top FV heads changed with the seed
+    (Gemma-3-270M, 3 prompts a seed): the ranking is made once, on rank_prompts prompts."""
+    from tslens.claims import head_measures
+    from tslens.claims.registry import Measurement
+    from tslens.claims.setting import Setting
+
+    ranked, judged = [], []
+
+    def type_heads(lens, tasks, spec, **kw):
+        ranked.append((spec.n_prompts, spec.seed))
+        return types
+
+    def fv_vs_induction(lens, tasks, types, spec, **kw):
+        judged.append((spec.n_prompts, spec.seed))
+        cond = {"1": {"hits": [[1, 0], [1, 1]], "heads": [[0, 0]], "share_drop": 0.0}}
+        return {"tasks": ["plus2", "plus5"], "baseline": {"hits": [[1, 1], [1, 1]]},
+                "conditions": {c: cond for c in head_measures.CONDITIONS}}  # fmt: skip
+
+    class types:
+        @staticmethod
+        def fv_induction_spearman() -> float:
+            return 0.0
+
+    monkeypatch.setattr(head_measures, "type_heads", type_heads)
+    monkeypatch.setattr(head_measures, "fv_vs_induction", fv_vs_induction)
+    setting = Setting(None, {"pair": ["plus2", "plus5"]}, None, 20, quick=False, seed=5)
+    m = Measurement("heads", "heads", {"tasks": "$pair", "prompts": [4, 21],
+                                       "rank_prompts": [4, 12]})  # fmt: skip
+    for seed in setting.seeds:
+        head_measures.heads(setting, m, seed)
+    assert ranked == [(12, 5)]
+    assert judged == [(7, 5 + head_measures.HELD_OUT), (7, 6 + head_measures.HELD_OUT),
+                      (7, 7 + head_measures.HELD_OUT)]  # fmt: skip
